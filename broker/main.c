@@ -1,0 +1,332 @@
+/* The broker command line: `broker run` (one script, one worker, exit with
+ * the script's status) and `broker demo-server` (the loopback demo/test
+ * server). See `broker --help`.
+ *
+ * Layer: broker/. */
+#include <errno.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "broker/addr.h"
+#include "broker/broker.h"
+#include "broker/demo_server.h"
+#include "broker/dns.h"
+#include "broker/policy.h"
+
+static const char usage_top[] =
+    "usage: broker COMMAND [OPTIONS]\n"
+    "\n"
+    "Runs untrusted Lua scripts in sandboxed workers and holds their WebSocket\n"
+    "connections, allowing only what the policy allows.\n"
+    "\n"
+    "commands:\n"
+    "  run [OPTIONS] SCRIPT.lua   run one script in one worker; exit with its status\n"
+    "  demo-server [OPTIONS]      loopback WebSocket server used by the demo and tests\n"
+    "\n"
+    "`broker COMMAND --help` describes each command.\n";
+
+static const char usage_run[] =
+    "usage: broker run [OPTIONS] SCRIPT.lua\n"
+    "\n"
+    "Runs SCRIPT.lua in one sandboxed worker. Its output is printed prefixed\n"
+    "with the worker id ([w1] ...). Nothing may be reached unless allowed.\n"
+    "\n"
+    "policy:\n"
+    "  --allow PATTERN        allow websocket.connect and websocket.connect.url for\n"
+    "                         URLs matching PATTERN (exact, prefix ending in *, or a\n"
+    "                         host wildcard like wss://*.example.com/*); repeatable\n"
+    "  --deny PATTERN         deny websocket.connect.url for PATTERN (deny wins)\n"
+    "  --allow-addresses LIST address classes a host NAME may resolve to, comma\n"
+    "                         separated (public, loopback, private, link-local, cgnat,\n"
+    "                         ula, ...; default: public). IP literals in an allowed\n"
+    "                         URL are allowed by that URL rule itself.\n"
+    "  --ca-file FILE         extra trusted CA certificates (PEM) for wss://\n"
+    "limits:\n"
+    "  --mem BYTES            Lua memory cap (suffix K, M, G; default 64M)\n"
+    "  --cpu MS               CPU budget in ms (default 0 = none)\n"
+    "  --wall MS              wall-clock budget in ms (default 0 = none)\n"
+    "  --max-conns N          concurrent connections (default 256)\n"
+    "other:\n"
+    "  --worker PATH          worker executable (default: next to broker)\n"
+    "  --no-namespaces        do not try user/net/mount namespaces in the worker\n"
+    "  --quiet                no broker diagnostics on stderr\n"
+    "\n"
+    "exit status: 0 script ended normally, 1 script error, 2 memory cap,\n"
+    "3 CPU or wall budget, 4 sandbox violation, 5 crash or start failure,\n"
+    "64 usage error.\n";
+
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    uint64_t mul = 1;
+    if (*end == 'K' || *end == 'k')
+        mul = 1024, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1024 * 1024, end++;
+    else if (*end == 'G' || *end == 'g')
+        mul = 1024ull * 1024 * 1024, end++;
+    if (*end)
+        return -1;
+    *out = v * mul;
+    return 0;
+}
+
+static void on_run_end(struct brk *b, struct brk_worker *w)
+{
+    (void)w;
+    if (b->n_workers == 0)
+        brk_loop_stop(b->loop);
+}
+
+struct sigwatch {
+    struct brk_io io;
+    struct brk *b;
+    int count;
+};
+
+static void on_signal(struct brk_loop *loop, struct brk_io *io, uint32_t events)
+{
+    struct sigwatch *sw = (struct sigwatch *)io;
+    struct signalfd_siginfo si;
+    while (read(io->fd, &si, sizeof si) == sizeof si) {
+        sw->count++;
+        brk_log(sw->b, "signal %u: shutting down", si.ssi_signo);
+        if (sw->count > 1) {
+            brk_loop_stop(loop);
+            return;
+        }
+        brk_workers_shutdown(sw->b, 1001);
+    }
+}
+
+static char *read_file(const char *path, size_t *len, char *err, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, cap, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t n = 0, c = 65536;
+    char *buf = malloc(c);
+    for (;;) {
+        if (!buf) {
+            fclose(f);
+            snprintf(err, cap, "%s: out of memory", path);
+            return NULL;
+        }
+        n += fread(buf + n, 1, c - n, f);
+        if (n < c)
+            break;
+        if (c >= 64u << 20) {
+            fclose(f);
+            free(buf);
+            snprintf(err, cap, "%s: script larger than 64 MiB", path);
+            return NULL;
+        }
+        c *= 2;
+        buf = realloc(buf, c);
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        snprintf(err, cap, "%s: read error", path);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static char *default_worker_path(void)
+{
+    static char path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
+    if (n <= 0)
+        return "worker";
+    path[n] = 0;
+    char *slash = strrchr(path, '/');
+    strcpy(slash ? slash + 1 : path, "worker");
+    return path;
+}
+
+/* Sets up what every broker mode needs. */
+static int broker_init(struct brk *b)
+{
+    signal(SIGPIPE, SIG_IGN);
+    b->loop = brk_loop_new();
+    b->dns = b->loop ? brk_dns_new(b->loop) : NULL;
+    b->rdbuf_len = 128 * 1024;
+    b->rdbuf = malloc(b->rdbuf_len);
+    b->tls = SSL_CTX_new(TLS_client_method());
+    if (!b->loop || !b->dns || !b->rdbuf || !b->tls) {
+        fprintf(stderr, "broker: cannot initialise (out of memory or descriptors)\n");
+        return -1;
+    }
+    SSL_CTX_set_min_proto_version(b->tls, TLS1_2_VERSION);
+    SSL_CTX_set_verify(b->tls, SSL_VERIFY_PEER, NULL);
+    if (SSL_CTX_set_default_verify_paths(b->tls) != 1)
+        brk_log(b, "warning: cannot load the system trust store");
+    if (b->cfg.ca_file && SSL_CTX_load_verify_locations(b->tls, b->cfg.ca_file, NULL) != 1) {
+        fprintf(stderr, "broker: --ca-file %s: cannot load certificates\n", b->cfg.ca_file);
+        return -1;
+    }
+    SSL_CTX_set_mode(b->tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    return 0;
+}
+
+static void broker_fini(struct brk *b)
+{
+    brk_dns_free(b->dns);
+    brk_loop_free(b->loop);
+    SSL_CTX_free(b->tls);
+    free(b->rdbuf);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static struct pol_policy policy = POL_POLICY_INIT;
+    struct brk b = {0};
+    b.cfg = (struct brk_config){.policy = &policy,
+                                .addr_allowed = BRK_ADDR_DEFAULT_MASK,
+                                .worker_mem = 64u << 20,
+                                .ready_ms = 5000,
+                                .max_conns = 256,
+                                .ring_bytes = 4u << 20};
+    const char *script = NULL;
+    char err[512];
+    int nrule = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char label[64];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_run, stdout);
+            return 0;
+        } else if (!strcmp(a, "--allow") && v) {
+            snprintf(label, sizeof label, "--allow #%d", ++nrule);
+            if (pol_allow_url(&policy, v, label, err, sizeof err) != 0) {
+                fprintf(stderr, "broker run: --allow %s: %s\n", v, err);
+                return 64;
+            }
+            i++;
+        } else if (!strcmp(a, "--deny") && v) {
+            snprintf(label, sizeof label, "--deny #%d", ++nrule);
+            if (pol_add_rule(&policy, "websocket.connect.url", v, POL_DENY, label, err,
+                             sizeof err) != 0) {
+                fprintf(stderr, "broker run: --deny %s: %s\n", v, err);
+                return 64;
+            }
+            i++;
+        } else if (!strcmp(a, "--allow-addresses") && v) {
+            unsigned mask;
+            if (brk_addr_parse_mask(v, &mask, err, sizeof err) != 0) {
+                fprintf(stderr, "broker run: --allow-addresses %s: %s\n", v, err);
+                return 64;
+            }
+            b.cfg.addr_allowed = mask;
+            i++;
+        } else if (!strcmp(a, "--ca-file") && v) {
+            b.cfg.ca_file = v;
+            i++;
+        } else if ((!strcmp(a, "--mem") || !strcmp(a, "--cpu") || !strcmp(a, "--wall") ||
+                    !strcmp(a, "--max-conns")) &&
+                   v) {
+            uint64_t n;
+            if (parse_size(v, &n) != 0 || (!strcmp(a, "--max-conns") && (n < 1 || n > 100000)) ||
+                (!strcmp(a, "--mem") && n < (1u << 20))) {
+                fprintf(stderr, "broker run: %s %s: not a valid value\n", a, v);
+                return 64;
+            }
+            if (!strcmp(a, "--mem"))
+                b.cfg.worker_mem = n;
+            else if (!strcmp(a, "--cpu"))
+                b.cfg.cpu_ms = n;
+            else if (!strcmp(a, "--wall"))
+                b.cfg.wall_ms = n;
+            else
+                b.cfg.max_conns = (uint32_t)n;
+            i++;
+        } else if (!strcmp(a, "--worker") && v) {
+            b.cfg.worker_path = v;
+            i++;
+        } else if (!strcmp(a, "--no-namespaces")) {
+            b.cfg.no_namespaces = 1;
+        } else if (!strcmp(a, "--quiet")) {
+            b.cfg.quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "broker run: unknown or incomplete option %s (see --help)\n", a);
+            return 64;
+        } else if (!script) {
+            script = a;
+        } else {
+            fprintf(stderr, "broker run: only one script may be given (see --help)\n");
+            return 64;
+        }
+    }
+    if (!script) {
+        fputs(usage_run, stderr);
+        return 64;
+    }
+    if (!b.cfg.worker_path)
+        b.cfg.worker_path = default_worker_path();
+    size_t len;
+    char *src = read_file(script, &len, err, sizeof err);
+    if (!src) {
+        fprintf(stderr, "broker run: %s\n", err);
+        return 64;
+    }
+    if (broker_init(&b) != 0)
+        return 5;
+    b.on_worker_end = on_run_end;
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    struct sigwatch sw = {.b = &b};
+    sw.io = (struct brk_io){.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC), .fn = on_signal};
+    brk_io_set(b.loop, &sw.io, EPOLLIN);
+
+    const char *base = strrchr(script, '/');
+    base = base ? base + 1 : script;
+    const char *serr = NULL;
+    struct brk_worker *w = brk_worker_spawn(&b, base, src, len, &serr);
+    free(src);
+    if (!w) {
+        fprintf(stderr, "broker run: cannot start a worker: %s\n", serr);
+        return 5;
+    }
+    brk_loop_run(b.loop);
+    int status = b.last_status;
+    close(sw.io.fd);
+    broker_fini(&b);
+    pol_free(&policy);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        fputs(usage_top, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 64 : 0;
+    }
+    if (!strcmp(argv[1], "run"))
+        return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "demo-server"))
+        return brk_demo_server_main(argc - 1, argv + 1);
+    fprintf(stderr, "broker: unknown command '%s' (see broker --help)\n", argv[1]);
+    return 64;
+}

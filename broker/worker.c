@@ -1,0 +1,716 @@
+/* Worker lifecycle and record intake: spawning a worker with only its link
+ * descriptors, reading and validating every record it writes, killing it on
+ * a violation, and classifying how it ended.
+ *
+ * Layer: broker/. Every byte of the worker's region is hostile: records are
+ * copied out once by shm_rx_read_copy() and checked here (type, direction,
+ * connection id, state, sizes) before anything acts on them. The broker never
+ * waits for a worker: when the ring to the worker is full, records wait in
+ * connection outboxes and intake pauses, all without blocking. */
+#include "broker/broker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shm/proto.h"
+
+/* Records handled per intake round before yielding to other events. */
+#define INTAKE_BATCH 512
+/* Ring space kept free for replies before a W2B record is processed. */
+#define REPLY_RESERVE 4096u
+/* Outbox bytes of one worker above which its intake pauses. */
+#define OUTBOX_LIMIT (1u << 20)
+
+static const char *const wend_names[] = {
+#define BRK_WE_(n, s) s,
+    BRK_WORKER_ENDS(BRK_WE_)
+#undef BRK_WE_
+};
+
+const char *brk_wend_name(enum brk_wend e)
+{
+    return wend_names[e];
+}
+
+void brk_log(struct brk *b, const char *fmt, ...)
+{
+    if (b->cfg.quiet)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("broker: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* ---- connection map ---- */
+
+#define MAP_DELETED UINT32_MAX
+
+static uint32_t map_hash(uint32_t k)
+{
+    k ^= k >> 16;
+    k *= 0x7feb352dU;
+    k ^= k >> 15;
+    return k;
+}
+
+static int map_grow(struct brk_connmap *m)
+{
+    uint32_t cap = m->cap ? m->cap * 2 : 16;
+    while (cap / 2 < m->n + 1)
+        cap *= 2;
+    uint32_t *keys = calloc(cap, sizeof *keys);
+    struct brk_conn **vals = calloc(cap, sizeof *vals);
+    if (!keys || !vals) {
+        free(keys);
+        free(vals);
+        return -1;
+    }
+    for (uint32_t i = 0; i < m->cap; i++) {
+        uint32_t k = m->keys[i];
+        if (k == 0 || k == MAP_DELETED)
+            continue;
+        uint32_t j = map_hash(k) & (cap - 1);
+        while (keys[j])
+            j = (j + 1) & (cap - 1);
+        keys[j] = k;
+        vals[j] = m->vals[i];
+    }
+    free(m->keys);
+    free(m->vals);
+    m->keys = keys;
+    m->vals = vals;
+    m->cap = cap;
+    m->used = m->n;
+    return 0;
+}
+
+int brk_connmap_put(struct brk_connmap *m, uint32_t id, struct brk_conn *c)
+{
+    if ((m->used + 1) * 4 >= m->cap * 3 && map_grow(m) < 0)
+        return -1;
+    uint32_t j = map_hash(id) & (m->cap - 1);
+    while (m->keys[j] && m->keys[j] != MAP_DELETED)
+        j = (j + 1) & (m->cap - 1);
+    if (m->keys[j] == 0)
+        m->used++;
+    m->keys[j] = id;
+    m->vals[j] = c;
+    m->n++;
+    return 0;
+}
+
+static int64_t map_find(const struct brk_connmap *m, uint32_t id)
+{
+    if (!m->cap || id == 0 || id == MAP_DELETED)
+        return -1;
+    uint32_t j = map_hash(id) & (m->cap - 1);
+    while (m->keys[j]) {
+        if (m->keys[j] == id)
+            return j;
+        j = (j + 1) & (m->cap - 1);
+    }
+    return -1;
+}
+
+struct brk_conn *brk_connmap_get(const struct brk_connmap *m, uint32_t id)
+{
+    int64_t j = map_find(m, id);
+    return j < 0 ? NULL : m->vals[j];
+}
+
+void brk_connmap_del(struct brk_connmap *m, uint32_t id)
+{
+    int64_t j = map_find(m, id);
+    if (j < 0)
+        return;
+    m->keys[j] = MAP_DELETED;
+    m->vals[j] = NULL;
+    m->n--;
+}
+
+void brk_connmap_free(struct brk_connmap *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- emitting records to the worker ---- */
+
+void brk_worker_publish(struct brk_worker *w)
+{
+    if (w->state != BRK_W_DEAD)
+        shm_tx_publish(&w->link.tx);
+}
+
+/* Writes one record made of two payload pieces; SHM_EAGAIN when full. */
+static int ring_write2(struct brk_worker *w, uint16_t type, uint16_t flags, uint32_t conn,
+                       const void *p1, uint32_t n1, const void *p2, uint32_t n2)
+{
+    void *dst;
+    int rc = shm_tx_reserve(&w->link.tx, n1 + n2, &dst);
+    if (rc < 0)
+        return rc;
+    if (n1)
+        memcpy(dst, p1, n1);
+    if (n2)
+        memcpy((uint8_t *)dst + n1, p2, n2);
+    shm_tx_commit(&w->link.tx, type, flags, conn);
+    return 0;
+}
+
+/* Connection outboxes live in conn.c; a connection with a non-empty outbox is
+ * on the worker's blocked list, flushed in order when ring space returns. */
+int brk_conn_outbox_add(struct brk_conn *c, uint16_t type, uint16_t flags, const void *p1,
+                        uint32_t n1, const void *p2, uint32_t n2);
+int brk_conn_outbox_empty(const struct brk_conn *c);
+
+static void block_conn(struct brk_worker *w, struct brk_conn *c)
+{
+    if (brk_conn_is_blocked(c))
+        return;
+    brk_conn_set_blocked(c, 1);
+    brk_conn_set_next_blocked(c, NULL);
+    if (w->blocked_tail)
+        brk_conn_set_next_blocked(w->blocked_tail, c);
+    else
+        w->blocked_head = c;
+    w->blocked_tail = c;
+    /* Ask the worker to wake us when it frees space. */
+    shm_tx_prepare_wait(&w->link.tx, REPLY_RESERVE);
+}
+
+int brk_emit(struct brk_worker *w, struct brk_conn *c, uint16_t type, uint16_t flags,
+             const void *p1, uint32_t n1, const void *p2, uint32_t n2)
+{
+    if (w->state == BRK_W_DEAD)
+        return -1;
+    uint32_t conn = c ? brk_conn_id(c) : 0;
+    if (!c || brk_conn_outbox_empty(c)) {
+        int rc = ring_write2(w, type, flags, conn, p1, n1, p2, n2);
+        if (rc == 0)
+            return 0;
+        if (rc != SHM_EAGAIN)
+            return rc;
+        if (!c)
+            return rc; /* worker-wide records are retried by their callers */
+    }
+    if (brk_conn_outbox_add(c, type, flags, p1, n1, p2, n2) < 0)
+        return -1;
+    w->outbox_bytes += n1 + n2 + SHM_REC_HDR;
+    block_conn(w, c);
+    return 0;
+}
+
+/* Writes a record that goes straight to the ring (used by conn.c when
+ * flushing its outbox). */
+int brk_ring_write(struct brk_worker *w, uint16_t type, uint16_t flags, uint32_t conn,
+                   const void *p, uint32_t n)
+{
+    return ring_write2(w, type, flags, conn, p, n, NULL, 0);
+}
+
+static void flush_blocked(struct brk_worker *w)
+{
+    while (w->blocked_head) {
+        struct brk_conn *c = w->blocked_head;
+        if (!brk_conn_flush(c))
+            break;
+        w->blocked_head = brk_conn_next_blocked(c);
+        if (!w->blocked_head)
+            w->blocked_tail = NULL;
+        brk_conn_set_blocked(c, 0);
+    }
+}
+
+/* conn.c tells us how many outbox bytes left its outbox. */
+void brk_worker_outbox_drained(struct brk_worker *w, size_t n)
+{
+    w->outbox_bytes = n > w->outbox_bytes ? 0 : w->outbox_bytes - n;
+}
+
+/* A connection is being freed: take it off the blocked list. */
+void brk_worker_unblock(struct brk_worker *w, struct brk_conn *c)
+{
+    if (!brk_conn_is_blocked(c))
+        return;
+    struct brk_conn *prev = NULL;
+    for (struct brk_conn *it = w->blocked_head; it; prev = it, it = brk_conn_next_blocked(it)) {
+        if (it != c)
+            continue;
+        struct brk_conn *next = brk_conn_next_blocked(c);
+        if (prev)
+            brk_conn_set_next_blocked(prev, next);
+        else
+            w->blocked_head = next;
+        if (w->blocked_tail == c)
+            w->blocked_tail = prev;
+        break;
+    }
+    brk_conn_set_blocked(c, 0);
+}
+
+/* ---- the script ---- */
+
+static void send_script(struct brk_worker *w)
+{
+    if (!w->script || w->script_sent >= w->script_len)
+        return;
+    int rc = shm_tx_write_chunks(&w->link.tx, PROTO_SCRIPT, 0, 0, w->script, w->script_len,
+                                 &w->script_sent);
+    if (rc == SHM_EAGAIN)
+        shm_tx_prepare_wait(&w->link.tx, REPLY_RESERVE);
+    brk_worker_publish(w);
+    if (w->script_sent >= w->script_len) {
+        free(w->script);
+        w->script = NULL;
+    }
+}
+
+/* ---- killing and ending ---- */
+
+static void close_all_conns(struct brk_worker *w, int code, const char *why)
+{
+    for (uint32_t i = 0; i < w->conns.cap; i++) {
+        uint32_t k = w->conns.keys[i];
+        if (k == 0 || k == MAP_DELETED)
+            continue;
+        brk_conn_abort(w->conns.vals[i], code, why);
+    }
+}
+
+void brk_worker_kill(struct brk_worker *w, enum brk_wend why, const char *fmt, ...)
+{
+    if (w->killed || w->state == BRK_W_DEAD)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    w->killed = 1;
+    w->end = why;
+    free(w->why);
+    w->why = strdup(msg);
+    brk_log(w->b, "w%u killed (%s): %s", w->id, brk_wend_name(why), msg);
+    syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+    w->state = BRK_W_ENDING;
+    close_all_conns(w, 1001, "worker ended");
+}
+
+void brk_workers_shutdown(struct brk *b, int code)
+{
+    for (struct brk_worker *w = b->workers; w; w = w->next) {
+        if (w->state == BRK_W_DEAD)
+            continue;
+        uint16_t c = (uint16_t)code;
+        brk_emit(w, NULL, PROTO_SHUTDOWN, 0, &c, sizeof c, NULL, 0);
+        brk_worker_publish(w);
+        close_all_conns(w, code, "broker shutting down");
+    }
+}
+
+static void free_worker(void *ctx)
+{
+    struct brk_worker *w = ctx;
+    shm_link_destroy(&w->link);
+    brk_connmap_free(&w->conns);
+    free(w->rec);
+    free(w->script);
+    free(w->exit_msg);
+    free(w->why);
+    free(w);
+}
+
+static void on_pidfd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
+{
+    struct brk_worker *w = (struct brk_worker *)((char *)io - offsetof(struct brk_worker, pid_io));
+    struct brk *b = w->b;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PIDFD, (id_t)w->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+        return;
+    brk_io_stop(loop, &w->pid_io);
+    brk_io_stop(loop, &w->efd_io);
+    brk_timer_stop(loop, &w->ready_timer);
+    brk_timer_stop(loop, &w->wall_timer);
+    if (!w->killed) {
+        if (si.si_code == CLD_EXITED) {
+            if (w->exit_status == PROTO_EXIT_OK && si.si_status == 0)
+                w->end = BRK_WEND_NORMAL;
+            else if (w->exit_status == PROTO_EXIT_MEMORY)
+                w->end = BRK_WEND_MEMORY;
+            else if (w->exit_status == PROTO_EXIT_CPU)
+                w->end = BRK_WEND_CPU;
+            else if (w->exit_status == PROTO_EXIT_ERROR)
+                w->end = BRK_WEND_SCRIPT_ERROR;
+            else
+                w->end = BRK_WEND_CRASH;
+        } else if (si.si_status == SIGSYS) {
+            w->end = BRK_WEND_SECCOMP;
+        } else if (si.si_status == SIGXCPU) {
+            w->end = BRK_WEND_CPU;
+        } else {
+            w->end = BRK_WEND_CRASH;
+        }
+    }
+    const char *how = si.si_code == CLD_EXITED ? "exit status" : "signal";
+    if (w->end == BRK_WEND_NORMAL)
+        brk_log(b, "w%u ended: %s", w->id, brk_wend_name(w->end));
+    else
+        brk_log(b, "w%u ended: %s (%s %d)%s%s%s", w->id, brk_wend_name(w->end), how, si.si_status,
+                w->end == BRK_WEND_SECCOMP ? " [security event: not restarted]" : "",
+                w->why ? ": " : "", w->why ? w->why : "");
+    close_all_conns(w, 1001, "worker ended");
+    w->state = BRK_W_DEAD;
+    close(w->pidfd);
+    w->pidfd = -1;
+    b->last_status = w->end == BRK_WEND_NORMAL ? 0
+                     : w->end == BRK_WEND_SCRIPT_ERROR ? 1
+                     : w->end == BRK_WEND_MEMORY ? 2
+                     : w->end == BRK_WEND_CPU || w->end == BRK_WEND_WALL ? 3
+                     : w->end == BRK_WEND_SECCOMP ? 4
+                     : 5;
+    /* unlink */
+    for (struct brk_worker **pp = &b->workers; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+    b->n_workers--;
+    if (b->on_worker_end)
+        b->on_worker_end(b, w);
+    brk_defer(loop, free_worker, w);
+}
+
+static void on_ready_timeout(struct brk_loop *loop, struct brk_timer *t)
+{
+    struct brk_worker *w =
+        (struct brk_worker *)((char *)t - offsetof(struct brk_worker, ready_timer));
+    brk_worker_kill(w, BRK_WEND_NOT_READY, "no READY record within %u ms", w->b->cfg.ready_ms);
+}
+
+static void on_wall_timeout(struct brk_loop *loop, struct brk_timer *t)
+{
+    struct brk_worker *w =
+        (struct brk_worker *)((char *)t - offsetof(struct brk_worker, wall_timer));
+    brk_worker_kill(w, BRK_WEND_WALL, "wall-clock budget of %llu ms used up",
+                    (unsigned long long)w->b->cfg.wall_ms);
+}
+
+/* ---- intake ---- */
+
+/* Prints script output with the worker prefix, line by line. */
+static void print_output(struct brk_worker *w, int is_err, const uint8_t *p, uint32_t n)
+{
+    FILE *f = is_err ? stderr : stdout;
+    uint32_t start = 0;
+    for (uint32_t i = 0; i <= n; i++) {
+        if (i == n || p[i] == '\n') {
+            if (i > start || i < n) {
+                fprintf(f, "[w%u] ", w->id);
+                /* Control bytes other than tab are shown escaped: scripts must
+                 * not drive the operator's terminal. */
+                for (uint32_t j = start; j < i; j++) {
+                    unsigned char ch = p[j];
+                    if (ch < 0x20 && ch != '\t')
+                        fprintf(f, "\\x%02x", ch);
+                    else
+                        fputc(ch, f);
+                }
+                fputc('\n', f);
+            }
+            start = i + 1;
+        }
+    }
+    fflush(f);
+}
+
+/* Handles one validated-by-the-ring record. Returns 0, or -1 after killing. */
+static int handle_record(struct brk_worker *w, const struct shm_rec *h, const uint8_t *p)
+{
+    struct brk *b = w->b;
+    switch (h->type) {
+    case PROTO_READY:
+        if (w->state != BRK_W_STARTING || h->conn != 0 || h->len > 1024) {
+            brk_worker_kill(w, BRK_WEND_VIOLATION, "unexpected READY record");
+            return -1;
+        }
+        w->state = BRK_W_RUNNING;
+        brk_timer_stop(b->loop, &w->ready_timer);
+        if (b->cfg.wall_ms)
+            brk_timer_start(b->loop, &w->wall_timer,
+                            brk_now_ns() + (int64_t)b->cfg.wall_ms * 1000000, on_wall_timeout);
+        brk_log(b, "w%u ready: %.*s", w->id, (int)h->len, (const char *)p);
+        send_script(w);
+        return 0;
+    case PROTO_LOG:
+        if (w->state == BRK_W_STARTING || h->conn != 0 || (h->flags & ~PROTO_F_STDERR)) {
+            brk_worker_kill(w, BRK_WEND_VIOLATION, "malformed LOG record");
+            return -1;
+        }
+        print_output(w, (h->flags & PROTO_F_STDERR) != 0, p, h->len);
+        return 0;
+    case PROTO_EXIT: {
+        struct proto_exit ex;
+        if (w->state != BRK_W_RUNNING || h->conn != 0 || h->len < sizeof ex || h->len > 65536) {
+            brk_worker_kill(w, BRK_WEND_VIOLATION, "malformed EXIT record");
+            return -1;
+        }
+        memcpy(&ex, p, sizeof ex);
+        if (ex.status < 0 || ex.status > PROTO_EXIT_CPU) {
+            brk_worker_kill(w, BRK_WEND_VIOLATION, "EXIT with unknown status %d", ex.status);
+            return -1;
+        }
+        w->exit_status = ex.status;
+        free(w->exit_msg);
+        w->exit_msg = strndup((const char *)p + sizeof ex, h->len - sizeof ex);
+        if (ex.status != PROTO_EXIT_OK && w->exit_msg && *w->exit_msg)
+            print_output(w, 1, (const uint8_t *)w->exit_msg, (uint32_t)strlen(w->exit_msg));
+        w->state = BRK_W_ENDING;
+        close_all_conns(w, 1001, "script ended");
+        return 0;
+    }
+    case PROTO_CONNECT:
+        if (w->state != BRK_W_RUNNING || h->conn == 0 || h->conn <= w->last_conn_id ||
+            h->conn == UINT32_MAX || h->flags) {
+            brk_worker_kill(w, BRK_WEND_VIOLATION, "CONNECT with a reused or invalid id %u",
+                            h->conn);
+            return -1;
+        }
+        w->last_conn_id = h->conn;
+        brk_conn_open(w, h->conn, p, h->len);
+        return w->killed ? -1 : 0;
+    case PROTO_SEND:
+    case PROTO_PING:
+    case PROTO_CLOSE:
+    case PROTO_CREDIT: {
+        if (w->state != BRK_W_RUNNING || h->conn == 0 || h->conn > w->last_conn_id) {
+            brk_worker_kill(w, BRK_WEND_VIOLATION, "record type %u for connection id %u it never "
+                            "opened", h->type, h->conn);
+            return -1;
+        }
+        struct brk_conn *c = brk_connmap_get(&w->conns, h->conn);
+        if (!c) {
+            /* The connection ended and CLOSED is on its way or was read by
+             * the worker after it wrote this: tell it, do not punish. */
+            if (h->type == PROTO_PING || h->type == PROTO_CLOSE ||
+                (h->type == PROTO_SEND && (h->flags & PROTO_F_BEGIN))) {
+                struct proto_error e = {.kind = PROTO_EK_INTERNAL, .retryable = 0,
+                                        .op = (uint8_t)h->type};
+                const char *m = "invalid connection id (the connection is closed)";
+                e.msg_len = (uint16_t)strlen(m);
+                brk_emit(w, NULL, PROTO_OP_ERROR, 0, &e, sizeof e, m, e.msg_len);
+            }
+            return 0;
+        }
+        if (h->type == PROTO_SEND)
+            brk_conn_on_send(c, h->flags, p, h->len);
+        else if (h->flags) {
+            brk_worker_kill(w, BRK_WEND_VIOLATION, "record type %u with flags", h->type);
+            return -1;
+        } else if (h->type == PROTO_PING)
+            brk_conn_on_ping(c, p, h->len);
+        else if (h->type == PROTO_CLOSE)
+            brk_conn_on_close(c, p, h->len);
+        else {
+            uint32_t n;
+            if (h->len != sizeof n) {
+                brk_worker_kill(w, BRK_WEND_VIOLATION, "malformed CREDIT record");
+                return -1;
+            }
+            memcpy(&n, p, sizeof n);
+            brk_conn_on_credit(c, n);
+        }
+        return w->killed ? -1 : 0;
+    }
+    default:
+        brk_worker_kill(w, BRK_WEND_VIOLATION, "record type %u is not one a worker may send",
+                        h->type);
+        return -1;
+    }
+}
+
+static void intake(struct brk_worker *w);
+
+static void intake_deferred(void *ctx)
+{
+    struct brk_worker *w = ctx;
+    if (w->state != BRK_W_DEAD)
+        intake(w);
+}
+
+static void intake(struct brk_worker *w)
+{
+    struct shm_link *l = &w->link;
+    shm_efd_drain(l->own_efd);
+    shm_tx_end_wait(&l->tx);
+    flush_blocked(w);
+    send_script(w);
+    int n = 0;
+    while (!w->killed && w->state != BRK_W_DEAD) {
+        if (w->outbox_bytes > OUTBOX_LIMIT || shm_tx_space(&l->tx) < REPLY_RESERVE) {
+            /* Replies would not fit: leave the worker's records where they
+             * are until it makes room (it wakes us). */
+            w->intake_paused = 1;
+            int r = shm_tx_prepare_wait(&l->tx, REPLY_RESERVE);
+            if (r < 0) {
+                brk_worker_kill(w, BRK_WEND_VIOLATION, "ring: %s", shm_strerror(r));
+                return;
+            }
+            if (r == 0 || w->outbox_bytes > OUTBOX_LIMIT)
+                break;
+            flush_blocked(w);
+            continue;
+        }
+        w->intake_paused = 0;
+        if (n == INTAKE_BATCH) {
+            brk_defer(w->b->loop, intake_deferred, w);
+            break;
+        }
+        struct shm_rec h;
+        int rc = shm_rx_read_copy(&l->rx, &h, w->rec, w->rec_cap);
+        if (rc < 0) {
+            brk_worker_kill(w, BRK_WEND_VIOLATION, "ring: %s", shm_strerror(rc));
+            return;
+        }
+        if (rc == 0) {
+            shm_rx_release(&l->rx);
+            rc = shm_rx_prepare_wait(&l->rx);
+            if (rc < 0) {
+                brk_worker_kill(w, BRK_WEND_VIOLATION, "ring: %s", shm_strerror(rc));
+                return;
+            }
+            if (rc == 0)
+                break;
+            shm_rx_end_wait(&l->rx);
+            continue;
+        }
+        n++;
+        if (handle_record(w, &h, w->rec) < 0)
+            return;
+    }
+    if (w->state != BRK_W_DEAD) {
+        shm_rx_release(&l->rx);
+        brk_worker_publish(w);
+    }
+}
+
+static void on_efd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
+{
+    struct brk_worker *w = (struct brk_worker *)((char *)io - offsetof(struct brk_worker, efd_io));
+    intake(w);
+}
+
+/* ---- spawning ---- */
+
+struct brk_worker *brk_worker_spawn(struct brk *b, const char *name, const char *src, size_t len,
+                                    const char **err)
+{
+    struct brk_worker *w = calloc(1, sizeof *w);
+    if (!w) {
+        *err = "out of memory";
+        return NULL;
+    }
+    w->b = b;
+    w->id = ++b->next_worker_id;
+    w->exit_status = -1;
+    w->pidfd = -1;
+    size_t nlen = strlen(name);
+    w->script_len = 4 + nlen + len;
+    w->script = malloc(w->script_len);
+    if (!w->script || nlen > 4096) {
+        *err = !w->script ? "out of memory" : "script name too long";
+        free(w->script);
+        free(w);
+        return NULL;
+    }
+    uint32_t nl = (uint32_t)nlen;
+    memcpy(w->script, &nl, 4);
+    memcpy(w->script + 4, name, nlen);
+    memcpy(w->script + 4 + nlen, src, len);
+
+    struct shm_worker_fds fds;
+    int rc = shm_link_create_broker(&w->link, b->cfg.ring_bytes, &fds);
+    if (rc < 0) {
+        *err = shm_strerror(rc);
+        free(w->script);
+        free(w);
+        return NULL;
+    }
+    w->rec_cap = w->link.rx.max_payload;
+    w->rec = malloc(w->rec_cap);
+
+    char a_mem[32], a_cpu[32], a_pid[32];
+    snprintf(a_mem, sizeof a_mem, "%llu", (unsigned long long)b->cfg.worker_mem);
+    snprintf(a_cpu, sizeof a_cpu, "%llu", (unsigned long long)b->cfg.cpu_ms);
+    snprintf(a_pid, sizeof a_pid, "%d", (int)getpid());
+    char *argv[] = {"worker", "--mem", a_mem, "--cpu-ms", a_cpu, "--broker-pid", a_pid,
+                    b->cfg.no_namespaces ? "--no-namespaces" : NULL, NULL};
+    char *envp[] = {NULL};
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        *err = "fork failed";
+        free_worker(w);
+        return NULL;
+    }
+    if (pid == 0) {
+        /* Child: only the four link descriptors survive, as fds 3..6. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(120);
+        int src_fds[4] = {fds.region_b, fds.region_w, fds.efd_worker, fds.efd_broker};
+        int tmp[4];
+        for (int i = 0; i < 4; i++)
+            tmp[i] = fcntl(src_fds[i], F_DUPFD_CLOEXEC, 100);
+        for (int i = 0; i < 4; i++)
+            if (tmp[i] < 0 || dup2(tmp[i], 3 + i) < 0)
+                _exit(121);
+        syscall(SYS_close_range, 0, 2, 0);
+        syscall(SYS_close_range, 7, ~0U, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        execve(b->cfg.worker_path, argv, envp);
+        _exit(122);
+    }
+    w->pid = pid;
+    w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (w->pidfd < 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        *err = "pidfd_open failed";
+        free_worker(w);
+        return NULL;
+    }
+    w->state = BRK_W_STARTING;
+    w->efd_io = (struct brk_io){.fd = w->link.own_efd, .fn = on_efd};
+    w->pid_io = (struct brk_io){.fd = w->pidfd, .fn = on_pidfd};
+    brk_io_set(b->loop, &w->efd_io, EPOLLIN);
+    brk_io_set(b->loop, &w->pid_io, EPOLLIN);
+    /* The worker must be told when records arrive before it sleeps, and we
+     * want to hear about its first records. */
+    shm_rx_prepare_wait(&w->link.rx);
+    brk_timer_start(b->loop, &w->ready_timer,
+                    brk_now_ns() + (int64_t)b->cfg.ready_ms * 1000000, on_ready_timeout);
+    w->next = b->workers;
+    b->workers = w;
+    b->n_workers++;
+    return w;
+}

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Installs the Debian 12 packages that the build, the tests and the benchmarks
+# need. Idempotent: packages already present are left alone.
+set -eu
+PKGS="build-essential pkg-config clang clang-format libclang-rt-14-dev
+libwebsockets-dev liblua5.4-dev lua5.4 libseccomp-dev libcunit1-dev zlib1g-dev
+libssl-dev openssl python3-websockets nodejs npm iproute2 valgrind"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing Debian packages:$missing" >&2
+        echo "run as root:  apt-get update && apt-get install -y$missing" >&2
+        echo "(or: sudo make deps)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+fi
+# Node's `ws` package, a test peer, goes into tests/peers/node_modules.
+if [ ! -d "$(dirname "$0")/peers/node_modules/ws" ]; then
+    (cd "$(dirname "$0")/peers" && npm install --no-audit --no-fund --silent ws@8) ||
+        echo "warning: npm install ws failed; Node peer tests will be skipped" >&2
+fi
+echo "dependencies present"
