@@ -62,7 +62,7 @@ $(BUILD)/worker: $(call obj,worker/main.c) $(BUILD)/libhost.a
 # which registers its CUnit suite; the list is generated from the file names.
 $(BUILD)/suites.inc: $(UNIT_SRC)
 	@mkdir -p $(BUILD)
-	@printf '%s\n' $(patsubst tests/unit/test_%.c,SUITE(%),$(filter tests/unit/test_%.c,$(UNIT_SRC))) > $@.tmp
+	@printf '%s\n' $(foreach t,$(patsubst tests/unit/test_%.c,%,$(filter tests/unit/test_%.c,$(UNIT_SRC))),'SUITE($(t))') > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 
 $(call obj,tests/unit/main.c): $(BUILD)/suites.inc

@@ -32,6 +32,7 @@ struct brk_config {
     size_t ring_bytes;            /* ring size per direction */
     int no_namespaces;            /* 1: do not try namespaces in workers */
     int quiet;                    /* 1: no broker diagnostics on stderr */
+    int verbose;                  /* 1: also informational lines (worker ready/ended) */
 };
 
 /* The broker process. */
@@ -152,5 +153,7 @@ void brk_connmap_free(struct brk_connmap *m);
 
 /* Diagnostics on stderr unless quiet: "broker: ..." */
 void brk_log(struct brk *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Informational lines, only with --verbose. */
+void brk_info(struct brk *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

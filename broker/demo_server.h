@@ -12,7 +12,9 @@
 /*
  * Runs the demo server until SIGTERM or SIGINT. argv[0] is the subcommand
  * name ("demo-server"); options: --port N (0 picks a free port), --host ADDR
- * (default 127.0.0.1), --tls CERT KEY (wss), --no-deflate. Prints exactly one
+ * (default 127.0.0.1), --tls CERT KEY (wss), --deflate (enable lws'
+ * permessage-deflate; off by default, see demo_server.c), --log BITS (lws log
+ * level bitmap, default 0: silent). Prints exactly one
  * line `LISTENING <port>` on stdout once ready. Returns the process exit
  * status: 0 after a clean shutdown, 2 for bad arguments, 1 when the server
  * could not start.

@@ -57,6 +57,7 @@ static const char usage_run[] =
     "  --worker PATH          worker executable (default: next to broker)\n"
     "  --no-namespaces        do not try user/net/mount namespaces in the worker\n"
     "  --quiet                no broker diagnostics on stderr\n"
+    "  --verbose, -v          also log worker start-up (sandbox layers) and ends\n"
     "\n"
     "exit status: 0 script ended normally, 1 script error, 2 memory cap,\n"
     "3 CPU or wall budget, 4 sandbox violation, 5 crash or start failure,\n"
@@ -264,6 +265,8 @@ static int cmd_run(int argc, char **argv)
             b.cfg.no_namespaces = 1;
         } else if (!strcmp(a, "--quiet")) {
             b.cfg.quiet = 1;
+        } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
+            b.cfg.verbose = 1;
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "broker run: unknown or incomplete option %s (see --help)\n", a);
             return 64;

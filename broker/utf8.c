@@ -27,8 +27,7 @@ int ws_utf8_feed(struct ws_utf8 *u, const uint8_t *p, size_t n, size_t *bad_at)
                 uint64_t a, b;
                 memcpy(&a, p + i, 8);
                 memcpy(&b, p + i + 8, 8);
-                if ((a | b) & HIGH_BITS)
-                    break;
+                if ((a | b) & HIGH_BITS) break;
                 i += 16;
             }
             if (n - i >= 8) {
@@ -41,11 +40,9 @@ int ws_utf8_feed(struct ws_utf8 *u, const uint8_t *p, size_t n, size_t *bad_at)
             }
             while (i < n && p[i] < 0x80)
                 i++;
-            if (i == n)
-                break;
+            if (i == n) break;
             unsigned c = p[i];
-            if (c < 0xC2 || c > 0xF4)
-                goto bad;
+            if (c < 0xC2 || c > 0xF4) goto bad;
             lo = 0x80;
             hi = 0xBF;
             if (c < 0xE0) {
@@ -66,8 +63,7 @@ int ws_utf8_feed(struct ws_utf8 *u, const uint8_t *p, size_t n, size_t *bad_at)
             i++;
         } else {
             unsigned c = p[i];
-            if (c < lo || c > hi)
-                goto bad;
+            if (c < lo || c > hi) goto bad;
             need--;
             lo = 0x80;
             hi = 0xBF;
@@ -79,8 +75,7 @@ int ws_utf8_feed(struct ws_utf8 *u, const uint8_t *p, size_t n, size_t *bad_at)
     u->hi = (uint8_t)hi;
     return 0;
 bad:
-    if (bad_at)
-        *bad_at = i;
+    if (bad_at) *bad_at = i;
     u->need = 0;
     u->lo = 0x80;
     u->hi = 0xBF;

@@ -54,6 +54,18 @@ void brk_log(struct brk *b, const char *fmt, ...)
     va_end(ap);
 }
 
+void brk_info(struct brk *b, const char *fmt, ...)
+{
+    if (b->cfg.quiet || !b->cfg.verbose)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("broker: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
 /* ---- connection map ---- */
 
 #define MAP_DELETED UINT32_MAX
@@ -369,7 +381,7 @@ static void on_pidfd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
     }
     const char *how = si.si_code == CLD_EXITED ? "exit status" : "signal";
     if (w->end == BRK_WEND_NORMAL)
-        brk_log(b, "w%u ended: %s", w->id, brk_wend_name(w->end));
+        brk_info(b, "w%u ended: %s", w->id, brk_wend_name(w->end));
     else
         brk_log(b, "w%u ended: %s (%s %d)%s%s%s", w->id, brk_wend_name(w->end), how, si.si_status,
                 w->end == BRK_WEND_SECCOMP ? " [security event: not restarted]" : "",
@@ -455,7 +467,7 @@ static int handle_record(struct brk_worker *w, const struct shm_rec *h, const ui
         if (b->cfg.wall_ms)
             brk_timer_start(b->loop, &w->wall_timer,
                             brk_now_ns() + (int64_t)b->cfg.wall_ms * 1000000, on_wall_timeout);
-        brk_log(b, "w%u ready: %.*s", w->id, (int)h->len, (const char *)p);
+        brk_info(b, "w%u ready: %.*s", w->id, (int)h->len, (const char *)p);
         send_script(w);
         return 0;
     case PROTO_LOG:
@@ -691,6 +703,7 @@ struct brk_worker *brk_worker_spawn(struct brk *b, const char *name, const char 
         _exit(122);
     }
     w->pid = pid;
+    shm_link_close_regions(&w->link); /* the mappings stay; the worker has its copies */
     w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (w->pidfd < 0) {
         kill(pid, SIGKILL);

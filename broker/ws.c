@@ -35,11 +35,11 @@
 #include "broker/ws_deflate.h"
 #include "broker/wsbuf.h"
 
-#define ZBUF_SIZE   16384 /* inflate output chunk, bytes */
-#define DEFAULT_HS  16384 /* default max_handshake, bytes */
-#define MAX_HDR     14    /* longest frame header: 2 + 8 length + 4 mask */
-#define RND_POOL    256   /* bytes of random pool for masking keys */
-#define WS_GUID     "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define ZBUF_SIZE  16384 /* inflate output chunk, bytes */
+#define DEFAULT_HS 16384 /* default max_handshake, bytes */
+#define MAX_HDR    14    /* longest frame header: 2 + 8 length + 4 mask */
+#define RND_POOL   256   /* bytes of random pool for masking keys */
+#define WS_GUID    "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum rx_state {
     RX_HEAD,  /* expecting a frame header */
@@ -61,36 +61,36 @@ struct ws {
     size_t n_protos;     /* number of strings in protos */
 
     /* handshake */
-    char accept[29];       /* expected Sec-WebSocket-Accept, NUL-terminated */
-    struct ws_buf hs;      /* owned: response head collected so far */
-    size_t hs_line;        /* non-CR bytes in the current head line so far */
-    int hs_failed;         /* 1 when the handshake failed */
-    int hs_status;         /* HTTP status seen (0 when none) */
-    const char *hs_why;    /* static text explaining the handshake failure */
-    char *protocol;        /* owned: negotiated subprotocol ("" when none) */
-    char *extensions;      /* owned: server's extension header value ("" when none) */
-    struct ws_pmd pmd;     /* agreed permessage-deflate parameters */
-    struct ws_deflate *z;  /* owned: zlib streams when pmd.on */
-    uint8_t *zbuf;         /* owned: ZBUF_SIZE inflate output buffer when pmd.on */
+    char accept[29];      /* expected Sec-WebSocket-Accept, NUL-terminated */
+    struct ws_buf hs;     /* owned: response head collected so far */
+    size_t hs_line;       /* non-CR bytes in the current head line so far */
+    int hs_failed;        /* 1 when the handshake failed */
+    int hs_status;        /* HTTP status seen (0 when none) */
+    const char *hs_why;   /* static text explaining the handshake failure */
+    char *protocol;       /* owned: negotiated subprotocol ("" when none) */
+    char *extensions;     /* owned: server's extension header value ("" when none) */
+    struct ws_pmd pmd;    /* agreed permessage-deflate parameters */
+    struct ws_deflate *z; /* owned: zlib streams when pmd.on */
+    uint8_t *zbuf;        /* owned: ZBUF_SIZE inflate output buffer when pmd.on */
 
     /* receive */
-    int rx;                /* enum rx_state */
-    uint8_t hdr[MAX_HDR];  /* partial frame header */
-    size_t hdr_have;       /* bytes in hdr */
-    int fr_op;             /* opcode of the current frame */
-    int fr_fin;            /* FIN bit of the current frame */
-    uint64_t fr_left;      /* payload bytes of the current frame not yet consumed */
-    int msg_op;            /* opcode of the data message in progress, 0 when none */
-    int msg_comp;          /* 1 when that message is compressed (RSV1 on its first frame) */
-    uint64_t msg_size;     /* bytes of that message so far (after inflating) */
-    struct ws_utf8 utf8;   /* validator state for a text message */
-    uint8_t ctrl[125];     /* control frame payload */
-    size_t ctrl_len;       /* bytes in ctrl */
-    size_t zfill;          /* inflated bytes in zbuf not yet delivered */
-    int zmore;             /* 1 when the last inflate filled its output: more may be pending */
-    int zend;              /* 1 when the stream ended (BFINAL); rest of message ignored */
-    size_t tail_off;       /* bytes of the 00 00 FF FF tail already fed for this message */
-    uint64_t inflated;     /* total bytes inflated on this connection */
+    int rx;               /* enum rx_state */
+    uint8_t hdr[MAX_HDR]; /* partial frame header */
+    size_t hdr_have;      /* bytes in hdr */
+    int fr_op;            /* opcode of the current frame */
+    int fr_fin;           /* FIN bit of the current frame */
+    uint64_t fr_left;     /* payload bytes of the current frame not yet consumed */
+    int msg_op;           /* opcode of the data message in progress, 0 when none */
+    int msg_comp;         /* 1 when that message is compressed (RSV1 on its first frame) */
+    uint64_t msg_size;    /* bytes of that message so far (after inflating) */
+    struct ws_utf8 utf8;  /* validator state for a text message */
+    uint8_t ctrl[125];    /* control frame payload */
+    size_t ctrl_len;      /* bytes in ctrl */
+    size_t zfill;         /* inflated bytes in zbuf not yet delivered */
+    int zmore;            /* 1 when the last inflate filled its output: more may be pending */
+    int zend;             /* 1 when the stream ended (BFINAL); rest of message ignored */
+    size_t tail_off;      /* bytes of the 00 00 FF FF tail already fed for this message */
+    uint64_t inflated;    /* total bytes inflated on this connection */
 
     /* send */
     struct ws_buf out;     /* owned: bytes for the socket */
@@ -161,8 +161,7 @@ int ws_accept_key(const char *key, size_t key_len, char out[29])
     uint8_t buf[128];
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
-    if (key_len > sizeof buf - (sizeof WS_GUID - 1))
-        return WS_E_INVAL;
+    if (key_len > sizeof buf - (sizeof WS_GUID - 1)) return WS_E_INVAL;
     memcpy(buf, key, key_len);
     memcpy(buf + key_len, WS_GUID, sizeof WS_GUID - 1);
     if (EVP_Digest(buf, key_len + sizeof WS_GUID - 1, md, &mdlen, EVP_sha1(), NULL) != 1 ||
@@ -175,8 +174,7 @@ int ws_accept_key(const char *key, size_t key_len, char out[29])
 static int rnd4(struct ws *w, uint8_t k[4])
 {
     if (w->rnd_pos + 4 > sizeof w->rnd) {
-        if (RAND_bytes(w->rnd, sizeof w->rnd) != 1)
-            return WS_E_RANDOM;
+        if (RAND_bytes(w->rnd, sizeof w->rnd) != 1) return WS_E_RANDOM;
         w->rnd_pos = 0;
     }
     memcpy(k, w->rnd + w->rnd_pos, 4);
@@ -248,13 +246,10 @@ static size_t put_header(uint8_t *o, unsigned b0, uint64_t n, const uint8_t key[
 static int tx_frame(struct ws *w, unsigned b0, const uint8_t *p, size_t n)
 {
     uint8_t key[4];
-    if (rnd4(w, key))
-        return WS_E_RANDOM;
-    if (n > SIZE_MAX - MAX_HDR)
-        return WS_E_NOMEM;
+    if (rnd4(w, key)) return WS_E_RANDOM;
+    if (n > SIZE_MAX - MAX_HDR) return WS_E_NOMEM;
     uint8_t *o = ws_buf_reserve(&w->out, MAX_HDR + n);
-    if (!o)
-        return WS_E_NOMEM;
+    if (!o) return WS_E_NOMEM;
     size_t h = put_header(o, b0, n, key);
     mask_copy(o + h, p, n, key);
     ws_buf_commit(&w->out, h + n);
@@ -263,17 +258,14 @@ static int tx_frame(struct ws *w, unsigned b0, const uint8_t *p, size_t n)
 
 /* Queues the deflated form of p[0..n) as one frame (none when a non-final
  * piece produced no output; *emitted tells). */
-static int tx_zframe(struct ws *w, unsigned b0, const uint8_t *p, size_t n, int final,
-                     int *emitted)
+static int tx_zframe(struct ws *w, unsigned b0, const uint8_t *p, size_t n, int final, int *emitted)
 {
     uint8_t key[4];
     size_t made = 0;
     *emitted = 0;
-    if (rnd4(w, key))
-        return WS_E_RANDOM;
+    if (rnd4(w, key)) return WS_E_RANDOM;
     size_t base = ws_buf_len(&w->out);
-    if (!ws_buf_reserve(&w->out, MAX_HDR))
-        return WS_E_NOMEM;
+    if (!ws_buf_reserve(&w->out, MAX_HDR)) return WS_E_NOMEM;
     ws_buf_commit(&w->out, MAX_HDR);
     int r = ws_deflate_piece(w->z, p, n, final, &w->out, &made);
     if (r || (made == 0 && !final)) {
@@ -296,17 +288,14 @@ static int tx_close(struct ws *w, int code, const char *reason, size_t n)
     uint8_t pl[125];
     size_t len = 0;
     if (code) {
-        if (n > 123)
-            n = 123;
+        if (n > 123) n = 123;
         pl[0] = (uint8_t)(code >> 8);
         pl[1] = (uint8_t)code;
-        if (n)
-            memcpy(pl + 2, reason, n);
+        if (n) memcpy(pl + 2, reason, n);
         len = 2 + n;
     }
     int r = tx_frame(w, 0x80 | WS_OP_CLOSE, pl, len);
-    if (r == 0)
-        w->close_sent = 1;
+    if (r == 0) w->close_sent = 1;
     return r;
 }
 
@@ -314,18 +303,15 @@ static int tx_close(struct ws *w, int code, const char *reason, size_t n)
  * or the handshake is not done), reports on_close(clean=0), returns err. */
 static ssize_t fail(struct ws *w, int code, const char *why, int err)
 {
-    if (w->state == WS_CLOSED)
-        return err;
+    if (w->state == WS_CLOSED) return err;
     int sent_now = 0;
     if (w->state != WS_CONNECTING && !w->close_sent && code != 1006) {
         /* Cut the reason at a character boundary: our texts are ASCII. */
         sent_now = tx_close(w, code, why, strlen(why)) == 0;
     }
-    if (w->state == WS_CONNECTING || (!sent_now && !w->close_sent))
-        code = 1006;
+    if (w->state == WS_CONNECTING || (!sent_now && !w->close_sent)) code = 1006;
     w->state = WS_CLOSED;
-    if (w->cb.on_close)
-        w->cb.on_close(w->cb.ctx, 0, code, why, strlen(why), 0);
+    if (w->cb.on_close) w->cb.on_close(w->cb.ctx, 0, code, why, strlen(why), 0);
     return err;
 }
 
@@ -343,19 +329,16 @@ static ssize_t hs_fail(struct ws *w, int status, const char *why)
 static int has_ctl(const char *s)
 {
     for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7F)
-            return 1;
+        if ((unsigned char)*s < 0x20 || *s == 0x7F) return 1;
     return 0;
 }
 
 static int is_token(const char *s)
 {
-    if (!*s)
-        return 0;
+    if (!*s) return 0;
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c <= 0x20 || c >= 0x7F || strchr("()<>@,;:\\\"/[]?={}", c))
-            return 0;
+        if (c <= 0x20 || c >= 0x7F || strchr("()<>@,;:\\\"/[]?={}", c)) return 0;
     }
     return 1;
 }
@@ -367,15 +350,13 @@ static int put_str(struct ws_buf *b, const char *s)
 
 struct ws *ws_new(const struct ws_opts *o, const struct ws_callbacks *cb)
 {
-    if (!o || !cb || !o->host || !o->path || !*o->host || o->path[0] != '/' ||
-        has_ctl(o->host) || has_ctl(o->path) || strchr(o->path, ' ') || o->compression < 0 ||
-        o->compression > 2 || (o->n_hdrs && (!o->hdr_names || !o->hdr_values)) ||
-        (o->n_protocols && !o->protocols))
+    if (!o || !cb || !o->host || !o->path || !*o->host || o->path[0] != '/' || has_ctl(o->host) ||
+        has_ctl(o->path) || strchr(o->path, ' ') || o->compression < 0 || o->compression > 2 ||
+        (o->n_hdrs && (!o->hdr_names || !o->hdr_values)) || (o->n_protocols && !o->protocols))
         return NULL;
     size_t plen = 0;
     for (size_t i = 0; i < o->n_protocols; i++) {
-        if (!o->protocols[i] || !is_token(o->protocols[i]))
-            return NULL;
+        if (!o->protocols[i] || !is_token(o->protocols[i])) return NULL;
         plen += strlen(o->protocols[i]) + 1;
     }
     for (size_t i = 0; i < o->n_hdrs; i++)
@@ -384,8 +365,7 @@ struct ws *ws_new(const struct ws_opts *o, const struct ws_callbacks *cb)
             return NULL;
 
     struct ws *w = calloc(1, sizeof *w);
-    if (!w)
-        return NULL;
+    if (!w) return NULL;
     w->cb = *cb;
     w->state = WS_CONNECTING;
     w->read_limit = o->read_limit;
@@ -397,8 +377,7 @@ struct ws *ws_new(const struct ws_opts *o, const struct ws_callbacks *cb)
     ws_utf8_init(&w->utf8);
     if (plen) {
         w->protos = malloc(plen);
-        if (!w->protos)
-            goto fail;
+        if (!w->protos) goto fail;
         char *q = w->protos;
         for (size_t i = 0; i < o->n_protocols; i++) {
             size_t l = strlen(o->protocols[i]) + 1;
@@ -410,11 +389,9 @@ struct ws *ws_new(const struct ws_opts *o, const struct ws_callbacks *cb)
 
     uint8_t raw[16];
     char key[25];
-    if (RAND_bytes(raw, sizeof raw) != 1)
-        goto fail;
+    if (RAND_bytes(raw, sizeof raw) != 1) goto fail;
     b64(raw, sizeof raw, key);
-    if (ws_accept_key(key, 24, w->accept))
-        goto fail;
+    if (ws_accept_key(key, 24, w->accept)) goto fail;
 
     struct ws_buf *b = &w->out;
     int bad = put_str(b, "GET ") | put_str(b, o->path) | put_str(b, " HTTP/1.1\r\nHost: ") |
@@ -424,21 +401,19 @@ struct ws *ws_new(const struct ws_opts *o, const struct ws_callbacks *cb)
     if (o->n_protocols) {
         bad |= put_str(b, "Sec-WebSocket-Protocol: ");
         for (size_t i = 0; i < o->n_protocols; i++) {
-            if (i)
-                bad |= put_str(b, ", ");
+            if (i) bad |= put_str(b, ", ");
             bad |= put_str(b, o->protocols[i]);
         }
         bad |= put_str(b, "\r\n");
     }
     if (o->compression)
-        bad |= put_str(b, "Sec-WebSocket-Extensions: ") |
-               put_str(b, ws_pmd_offer(o->compression)) | put_str(b, "\r\n");
+        bad |= put_str(b, "Sec-WebSocket-Extensions: ") | put_str(b, ws_pmd_offer(o->compression)) |
+               put_str(b, "\r\n");
     for (size_t i = 0; i < o->n_hdrs; i++)
         bad |= put_str(b, o->hdr_names[i]) | put_str(b, ": ") | put_str(b, o->hdr_values[i]) |
                put_str(b, "\r\n");
     bad |= put_str(b, "\r\n");
-    if (bad)
-        goto fail;
+    if (bad) goto fail;
     return w;
 fail:
     ws_free(w);
@@ -447,8 +422,7 @@ fail:
 
 void ws_free(struct ws *w)
 {
-    if (!w)
-        return;
+    if (!w) return;
     ws_buf_free(&w->out);
     ws_buf_free(&w->hs);
     ws_deflate_free(w->z);
@@ -484,8 +458,7 @@ static int list_has(const char *v, size_t n, const char *tok)
         size_t e = i;
         while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
             e--;
-        if (e > s && eq_nocase(v + s, e - s, tok))
-            return 1;
+        if (e > s && eq_nocase(v + s, e - s, tok)) return 1;
     }
     return 0;
 }
@@ -512,11 +485,9 @@ static ssize_t hs_parse(struct ws *w)
 
     for (int first = 1; s < end; first = 0) {
         const char *nl = memchr(s, '\n', (size_t)(end - s));
-        if (!nl)
-            nl = end;
+        if (!nl) nl = end;
         const char *le = nl;
-        if (le > s && le[-1] == '\r')
-            le--;
+        if (le > s && le[-1] == '\r') le--;
         size_t len = (size_t)(le - s);
         const char *line = s;
         s = nl < end ? nl + 1 : end;
@@ -533,17 +504,14 @@ static ssize_t hs_parse(struct ws *w)
                 return hs_fail(w, status, "HTTP redirect (not followed)");
             if (status != 101)
                 return hs_fail(w, status, "HTTP status is not 101 Switching Protocols");
-            if (line[7] != '1')
-                return hs_fail(w, status, "101 response is not HTTP/1.1");
+            if (line[7] != '1') return hs_fail(w, status, "101 response is not HTTP/1.1");
             continue;
         }
-        if (len == 0)
-            break;
+        if (len == 0) break;
         if (line[0] == ' ' || line[0] == '\t')
             return hs_fail(w, status, "folded header line in response");
         const char *colon = memchr(line, ':', len);
-        if (!colon || colon == line)
-            return hs_fail(w, status, "malformed header line in response");
+        if (!colon || colon == line) return hs_fail(w, status, "malformed header line in response");
         for (const char *q = line; q < colon; q++)
             if (!is_tchar((unsigned char)*q))
                 return hs_fail(w, status, "malformed header name in response");
@@ -573,18 +541,12 @@ static ssize_t hs_parse(struct ws *w)
             ext_n = vlen;
         }
     }
-    if (n_upg != 1 || !upg_ok)
-        return hs_fail(w, status, "missing or wrong Upgrade header");
-    if (!conn_ok)
-        return hs_fail(w, status, "Connection header lacks 'upgrade'");
-    if (n_acc == 0)
-        return hs_fail(w, status, "missing Sec-WebSocket-Accept");
-    if (n_acc > 1)
-        return hs_fail(w, status, "duplicate Sec-WebSocket-Accept");
-    if (!acc_ok)
-        return hs_fail(w, status, "wrong Sec-WebSocket-Accept");
-    if (n_proto > 1)
-        return hs_fail(w, status, "duplicate Sec-WebSocket-Protocol");
+    if (n_upg != 1 || !upg_ok) return hs_fail(w, status, "missing or wrong Upgrade header");
+    if (!conn_ok) return hs_fail(w, status, "Connection header lacks 'upgrade'");
+    if (n_acc == 0) return hs_fail(w, status, "missing Sec-WebSocket-Accept");
+    if (n_acc > 1) return hs_fail(w, status, "duplicate Sec-WebSocket-Accept");
+    if (!acc_ok) return hs_fail(w, status, "wrong Sec-WebSocket-Accept");
+    if (n_proto > 1) return hs_fail(w, status, "duplicate Sec-WebSocket-Protocol");
     if (n_proto) {
         int found = 0;
         const char *q = w->protos;
@@ -593,29 +555,24 @@ static ssize_t hs_parse(struct ws *w)
             found = l == proto_n && memcmp(q, proto, l) == 0;
             q += l + 1;
         }
-        if (!found)
-            return hs_fail(w, status, "server chose a subprotocol we did not offer");
+        if (!found) return hs_fail(w, status, "server chose a subprotocol we did not offer");
     }
-    if (n_ext > 1)
-        return hs_fail(w, status, "duplicate Sec-WebSocket-Extensions");
+    if (n_ext > 1) return hs_fail(w, status, "duplicate Sec-WebSocket-Extensions");
     const char *why = NULL;
     if (n_ext && ws_pmd_negotiate(ext, ext_n, w->comp_mode, &w->pmd, &why))
         return hs_fail(w, status, why);
     w->protocol = dup_n(proto ? proto : "", proto_n);
     w->extensions = dup_n(ext && w->pmd.on ? ext : "", w->pmd.on ? ext_n : 0);
-    if (!w->protocol || !w->extensions)
-        return hs_fail(w, status, "out of memory");
+    if (!w->protocol || !w->extensions) return hs_fail(w, status, "out of memory");
     if (w->pmd.on) {
         w->z = ws_deflate_new(&w->pmd);
         w->zbuf = malloc(ZBUF_SIZE);
-        if (!w->z || !w->zbuf)
-            return hs_fail(w, status, "out of memory");
+        if (!w->z || !w->zbuf) return hs_fail(w, status, "out of memory");
     }
     ws_buf_free(&w->hs);
     w->hs_status = status;
     w->state = WS_OPEN;
-    if (w->cb.on_open)
-        w->cb.on_open(w->cb.ctx, w->protocol, w->extensions);
+    if (w->cb.on_open) w->cb.on_open(w->cb.ctx, w->protocol, w->extensions);
     return 0;
 }
 
@@ -642,22 +599,17 @@ static ssize_t hs_feed(struct ws *w, const uint8_t *p, size_t n)
     w->hs_line = line;
     if (ws_buf_len(&w->hs) + i > w->max_hs)
         return hs_fail(w, 0, "response head larger than max_handshake");
-    if (ws_buf_append(&w->hs, p, i))
-        return hs_fail(w, 0, "out of memory");
-    if (!done)
-        return (ssize_t)i;
+    if (ws_buf_append(&w->hs, p, i)) return hs_fail(w, 0, "out of memory");
+    if (!done) return (ssize_t)i;
     ssize_t r = hs_parse(w);
     return r < 0 ? r : (ssize_t)i;
 }
 
 int ws_handshake_failed(struct ws *w, int *http_status, const char **why)
 {
-    if (!w->hs_failed)
-        return 0;
-    if (http_status)
-        *http_status = w->hs_status;
-    if (why)
-        *why = w->hs_why;
+    if (!w->hs_failed) return 0;
+    if (http_status) *http_status = w->hs_status;
+    if (why) *why = w->hs_why;
     return 1;
 }
 
@@ -672,24 +624,17 @@ static ssize_t proto_err(struct ws *w, const char *why)
 static ssize_t check_b0(struct ws *w, uint8_t b0)
 {
     int op = b0 & 0x0F;
-    if (b0 & 0x30)
-        return proto_err(w, "reserved bits RSV2/RSV3 set");
+    if (b0 & 0x30) return proto_err(w, "reserved bits RSV2/RSV3 set");
     if (op >= 8) {
-        if (op > WS_OP_PONG)
-            return proto_err(w, "unknown opcode");
-        if (!(b0 & 0x80))
-            return proto_err(w, "fragmented control frame");
-        if (b0 & 0x40)
-            return proto_err(w, "RSV1 set on a control frame");
+        if (op > WS_OP_PONG) return proto_err(w, "unknown opcode");
+        if (!(b0 & 0x80)) return proto_err(w, "fragmented control frame");
+        if (b0 & 0x40) return proto_err(w, "RSV1 set on a control frame");
         return 0;
     }
-    if (op > WS_OP_BINARY)
-        return proto_err(w, "unknown opcode");
+    if (op > WS_OP_BINARY) return proto_err(w, "unknown opcode");
     if (b0 & 0x40) {
-        if (!w->pmd.on)
-            return proto_err(w, "RSV1 set without a negotiated extension");
-        if (op == WS_OP_CONT)
-            return proto_err(w, "RSV1 set on a continuation frame");
+        if (!w->pmd.on) return proto_err(w, "RSV1 set without a negotiated extension");
+        if (op == WS_OP_CONT) return proto_err(w, "RSV1 set on a continuation frame");
     }
     if (op == WS_OP_CONT && !w->msg_op)
         return proto_err(w, "continuation frame without a message in progress");
@@ -701,8 +646,7 @@ static ssize_t check_b0(struct ws *w, uint8_t b0)
 /* Checks the second header byte (the first one passed check_b0). */
 static ssize_t check_b1(struct ws *w, uint8_t b0, uint8_t b1)
 {
-    if (b1 & 0x80)
-        return proto_err(w, "masked frame from server");
+    if (b1 & 0x80) return proto_err(w, "masked frame from server");
     if ((b0 & 0x08) && (b1 & 0x7F) > 125)
         return proto_err(w, "control frame longer than 125 bytes");
     return 0;
@@ -725,8 +669,7 @@ static ssize_t frame_start(struct ws *w, const uint8_t *h)
         len = 0;
         for (int i = 0; i < 8; i++)
             len = len << 8 | h[2 + i];
-        if (len >> 63)
-            return proto_err(w, "64-bit payload length with the top bit set");
+        if (len >> 63) return proto_err(w, "64-bit payload length with the top bit set");
     }
     int op = h[0] & 0x0F;
     w->fr_op = op;
@@ -769,24 +712,20 @@ static ssize_t control(struct ws *w)
         return 0;
     }
     if (w->fr_op == WS_OP_PONG) {
-        if (w->cb.on_pong)
-            w->cb.on_pong(w->cb.ctx, p, n);
+        if (w->cb.on_pong) w->cb.on_pong(w->cb.ctx, p, n);
         return 0;
     }
     /* close */
     int code = 1005;
-    if (n == 1)
-        return proto_err(w, "close frame with a 1-byte payload");
+    if (n == 1) return proto_err(w, "close frame with a 1-byte payload");
     if (n >= 2) {
         code = p[0] << 8 | p[1];
-        if (!ws_close_code_valid(code))
-            return proto_err(w, "invalid close code");
+        if (!ws_close_code_valid(code)) return proto_err(w, "invalid close code");
         if (!ws_utf8_valid(p + 2, n - 2))
             return fail(w, 1007, "close reason is not UTF-8", WS_E_UTF8);
     }
     int by_peer = w->state == WS_OPEN;
-    if (by_peer)
-        tx_close(w, code == 1005 ? 0 : code, NULL, 0);
+    if (by_peer) tx_close(w, code == 1005 ? 0 : code, NULL, 0);
     w->state = WS_CLOSED;
     if (w->cb.on_close)
         w->cb.on_close(w->cb.ctx, 1, code, n > 2 ? (const char *)p + 2 : "", n > 2 ? n - 2 : 0,
@@ -808,10 +747,8 @@ static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
     for (;;) {
         if (w->zfill == ZBUF_SIZE) {
             w->zfill = 0;
-            if (w->cb.on_message(w->cb.ctx, w->msg_op, w->zbuf, ZBUF_SIZE, 0))
-                return 0;
-            if (w->state == WS_CLOSED)
-                return 0;
+            if (w->cb.on_message(w->cb.ctx, w->msg_op, w->zbuf, ZBUF_SIZE, 0)) return 0;
+            if (w->state == WS_CLOSED) return 0;
         }
         const uint8_t *in;
         size_t in_n;
@@ -819,10 +756,8 @@ static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
         if (w->fr_left > 0) {
             in = p + *off;
             in_n = n - *off;
-            if (in_n > w->fr_left)
-                in_n = (size_t)w->fr_left;
-            if (in_n == 0 && !w->zmore)
-                return 0;
+            if (in_n > w->fr_left) in_n = (size_t)w->fr_left;
+            if (in_n == 0 && !w->zmore) return 0;
         } else if (w->fr_fin && w->tail_off < 4) {
             in = deflate_tail + w->tail_off;
             in_n = 4 - w->tail_off;
@@ -839,8 +774,7 @@ static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
         } else {
             size_t cap = ZBUF_SIZE - w->zfill;
             uint64_t rem = w->read_limit - w->msg_size;
-            if (rem < cap)
-                cap = (size_t)rem + 1;
+            if (rem < cap) cap = (size_t)rem + 1;
             int r = ws_inflate(w->z, in, in_n, &used, w->zbuf + w->zfill, cap, &made);
             if (r < 0)
                 return r == WS_E_NOMEM ? fail(w, 1011, "out of memory", r)
@@ -872,19 +806,15 @@ static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
     }
     /* Frame payload consumed and inflate drained. */
     w->rx = RX_HEAD;
-    if (!w->fr_fin)
-        return 1;
-    if (w->msg_op == WS_OP_TEXT && !ws_utf8_done(&w->utf8))
-        return utf8_fail(w);
+    if (!w->fr_fin) return 1;
+    if (w->msg_op == WS_OP_TEXT && !ws_utf8_done(&w->utf8)) return utf8_fail(w);
     int r = ws_inflate_end_msg(w->z);
-    if (r)
-        return fail(w, 1011, "inflate reset failed", r);
+    if (r) return fail(w, 1011, "inflate reset failed", r);
     int op = w->msg_op;
     size_t len = w->zfill;
     w->msg_op = 0;
     w->zfill = 0;
-    if (w->cb.on_message(w->cb.ctx, op, w->zbuf, len, 1))
-        return 0;
+    if (w->cb.on_message(w->cb.ctx, op, w->zbuf, len, 1)) return 0;
     return 1;
 }
 
@@ -896,90 +826,72 @@ static ssize_t rx_feed(struct ws *w, const uint8_t *p, size_t n)
         switch (w->rx) {
         case RX_HEAD: {
             size_t avail = n - off;
-            if (avail == 0)
-                return (ssize_t)off;
+            if (avail == 0) return (ssize_t)off;
             const uint8_t *h;
             if (w->hdr_have == 0 && avail >= 2 && avail >= hdr_need(p[off + 1])) {
                 h = p + off;
-                if ((r = check_b0(w, h[0])) < 0 || (r = check_b1(w, h[0], h[1])) < 0)
-                    return r;
+                if ((r = check_b0(w, h[0])) < 0 || (r = check_b1(w, h[0], h[1])) < 0) return r;
                 off += hdr_need(h[1]);
             } else {
                 if (w->hdr_have == 0) {
                     w->hdr[w->hdr_have++] = p[off++];
-                    if ((r = check_b0(w, w->hdr[0])) < 0)
-                        return r;
+                    if ((r = check_b0(w, w->hdr[0])) < 0) return r;
                 }
                 if (w->hdr_have == 1) {
-                    if (off == n)
-                        return (ssize_t)off;
+                    if (off == n) return (ssize_t)off;
                     w->hdr[w->hdr_have++] = p[off++];
-                    if ((r = check_b1(w, w->hdr[0], w->hdr[1])) < 0)
-                        return r;
+                    if ((r = check_b1(w, w->hdr[0], w->hdr[1])) < 0) return r;
                 }
                 size_t need = hdr_need(w->hdr[1]);
                 while (w->hdr_have < need && off < n)
                     w->hdr[w->hdr_have++] = p[off++];
-                if (w->hdr_have < need)
-                    return (ssize_t)off;
+                if (w->hdr_have < need) return (ssize_t)off;
                 h = w->hdr;
                 w->hdr_have = 0;
             }
-            if ((r = frame_start(w, h)) < 0)
-                return r;
+            if ((r = frame_start(w, h)) < 0) return r;
             break;
         }
         case RX_CTRL: {
             size_t take = n - off;
-            if (take > w->fr_left)
-                take = (size_t)w->fr_left;
+            if (take > w->fr_left) take = (size_t)w->fr_left;
             memcpy(w->ctrl + w->ctrl_len, p + off, take);
             w->ctrl_len += take;
             w->fr_left -= take;
             off += take;
-            if (w->fr_left)
-                return (ssize_t)off;
+            if (w->fr_left) return (ssize_t)off;
             w->rx = RX_HEAD;
-            if ((r = control(w)) < 0)
-                return r;
+            if ((r = control(w)) < 0) return r;
             break;
         }
         case RX_DATA: {
             size_t take = n - off;
-            if (take > w->fr_left)
-                take = (size_t)w->fr_left;
+            if (take > w->fr_left) take = (size_t)w->fr_left;
             int last = w->fr_fin && take == w->fr_left;
             if (take == 0 && !last) {
-                if (w->fr_left)
-                    return (ssize_t)off;
+                if (w->fr_left) return (ssize_t)off;
                 w->rx = RX_HEAD; /* empty non-final frame: nothing to deliver */
                 break;
             }
             const uint8_t *chunk = p + off;
             int op = w->msg_op;
             if (op == WS_OP_TEXT) {
-                if (ws_utf8_feed(&w->utf8, chunk, take, NULL))
-                    return utf8_fail(w);
-                if (last && !ws_utf8_done(&w->utf8))
-                    return utf8_fail(w);
+                if (ws_utf8_feed(&w->utf8, chunk, take, NULL)) return utf8_fail(w);
+                if (last && !ws_utf8_done(&w->utf8)) return utf8_fail(w);
             }
             off += take;
             w->fr_left -= take;
             if (w->fr_left == 0) {
                 w->rx = RX_HEAD;
-                if (w->fr_fin)
-                    w->msg_op = 0;
+                if (w->fr_fin) w->msg_op = 0;
             }
-            if (w->cb.on_message(w->cb.ctx, op, chunk, take, last))
-                return (ssize_t)off;
+            if (w->cb.on_message(w->cb.ctx, op, chunk, take, last)) return (ssize_t)off;
             break;
         }
         case RX_ZDATA:
             r = rx_zdata(w, p, n, &off);
-            if (r < 0)
-                return r;
-            if (r == 0)
-                return (ssize_t)off;
+            if (r < 0) return r;
+            if (r == 0) return (ssize_t)off;
             break;
         }
     }
@@ -989,18 +901,14 @@ static ssize_t rx_feed(struct ws *w, const uint8_t *p, size_t n)
 ssize_t ws_feed(struct ws *w, const uint8_t *p, size_t n)
 {
     static const uint8_t none[1];
-    if (w->state == WS_CLOSED)
-        return 0;
-    if (!p)
-        p = none, n = 0;
+    if (w->state == WS_CLOSED) return 0;
+    if (!p) p = none, n = 0;
     size_t off = 0;
     if (w->state == WS_CONNECTING) {
         ssize_t r = hs_feed(w, p, n);
-        if (r < 0)
-            return r;
+        if (r < 0) return r;
         off = (size_t)r;
-        if (w->state == WS_CONNECTING)
-            return (ssize_t)off;
+        if (w->state == WS_CONNECTING) return (ssize_t)off;
     }
     ssize_t r = rx_feed(w, p + off, n - off);
     return r < 0 ? r : (ssize_t)off + r;
@@ -1034,6 +942,12 @@ uint64_t ws_inflated_total(const struct ws *w)
     return w->inflated;
 }
 
+/* 0 in WS_OPEN, else WS_E_STATE (not open yet) or WS_E_CLOSED. */
+static int check_open(const struct ws *w)
+{
+    return w->state == WS_OPEN ? 0 : w->state == WS_CONNECTING ? WS_E_STATE : WS_E_CLOSED;
+}
+
 /* Sends piece p[0..n) of the current message; final when it completes it. */
 static int tx_piece(struct ws *w, const uint8_t *p, size_t n, int final)
 {
@@ -1041,79 +955,68 @@ static int tx_piece(struct ws *w, const uint8_t *p, size_t n, int final)
     int r;
     if (w->tx_comp) {
         int emitted = 0;
-        if (w->tx_first)
-            b0 |= 0x40;
+        if (w->tx_first) b0 |= 0x40;
         r = tx_zframe(w, b0, p, n, final, &emitted);
-        if (r == 0 && emitted)
-            w->tx_first = 0;
+        if (r == 0 && emitted) w->tx_first = 0;
     } else {
         r = tx_frame(w, b0, p, n);
-        if (r == 0)
-            w->tx_first = 0;
+        if (r == 0) w->tx_first = 0;
     }
     return r;
 }
 
 int ws_send_begin(struct ws *w, int binary, uint64_t total)
 {
-    if (w->state != WS_OPEN || w->tx_active)
-        return WS_E_STATE;
+    int r = check_open(w);
+    if (r) return r;
+    if (w->tx_active) return WS_E_STATE;
     w->tx_op = binary ? WS_OP_BINARY : WS_OP_TEXT;
     w->tx_comp = w->z && ws_deflate_can_send(w->z) && total >= w->threshold;
     w->tx_first = 1;
     w->tx_left = total;
-    if (total == 0)
-        return tx_piece(w, NULL, 0, 1);
+    if (total == 0) return tx_piece(w, NULL, 0, 1);
     w->tx_active = 1;
     return 0;
 }
 
 int ws_send_data(struct ws *w, const uint8_t *p, size_t n)
 {
-    if (w->state != WS_OPEN || !w->tx_active)
-        return WS_E_STATE;
-    if (n > w->tx_left)
-        return WS_E_LENGTH;
-    if (n == 0)
-        return 0;
+    int r = check_open(w);
+    if (r) return r;
+    if (!w->tx_active) return WS_E_STATE;
+    if (n > w->tx_left) return WS_E_LENGTH;
+    if (n == 0) return 0;
     int final = n == w->tx_left;
-    int r = tx_piece(w, p, n, final);
-    if (r)
-        return r;
+    r = tx_piece(w, p, n, final);
+    if (r) return r;
     w->tx_left -= n;
-    if (final)
-        w->tx_active = 0;
+    if (final) w->tx_active = 0;
     return 0;
 }
 
 int ws_send(struct ws *w, int binary, const uint8_t *p, size_t n)
 {
     int r = ws_send_begin(w, binary, n);
-    if (r || n == 0)
-        return r;
+    if (r || n == 0) return r;
     return ws_send_data(w, p, n);
 }
 
 int ws_ping(struct ws *w, const uint8_t *p, size_t n)
 {
-    if (w->state != WS_OPEN)
-        return WS_E_STATE;
-    if (n > 125)
-        return WS_E_INVAL;
+    int r = check_open(w);
+    if (r) return r;
+    if (n > 125) return WS_E_INVAL;
     return tx_frame(w, 0x80 | WS_OP_PING, p, n);
 }
 
 int ws_close(struct ws *w, int code, const char *reason, size_t n)
 {
-    if (w->state != WS_OPEN)
-        return WS_E_STATE;
-    if (code == 0 ? n != 0 : !ws_close_code_valid(code))
-        return WS_E_INVAL;
-    if (n > 123 || (n && !ws_utf8_valid((const uint8_t *)reason, n)))
-        return WS_E_INVAL;
-    int r = tx_close(w, code, reason, n);
-    if (r)
-        return r;
+    int r = check_open(w);
+    if (r) return r;
+    if (code == 0 ? n != 0 : !ws_close_code_valid(code)) return WS_E_INVAL;
+    if (n > 123 || (n && !ws_utf8_valid((const uint8_t *)reason, n))) return WS_E_INVAL;
+    r = tx_close(w, code, reason, n);
+    if (r) return r;
     w->state = WS_CLOSING;
     return 0;
 }

@@ -66,8 +66,14 @@ enum ws_conn_state {
 };
 
 /* Opcodes that reach the shell. */
-enum ws_opcode { WS_OP_CONT = 0, WS_OP_TEXT = 1, WS_OP_BINARY = 2, WS_OP_CLOSE = 8, WS_OP_PING = 9,
-                 WS_OP_PONG = 10 };
+enum ws_opcode {
+    WS_OP_CONT = 0,
+    WS_OP_TEXT = 1,
+    WS_OP_BINARY = 2,
+    WS_OP_CLOSE = 8,
+    WS_OP_PING = 9,
+    WS_OP_PONG = 10
+};
 
 /* Compression modes (ws_opts.compression). */
 enum ws_compression { WS_COMP_OFF = 0, WS_COMP_CONTEXT = 1, WS_COMP_NO_CONTEXT = 2 };
@@ -103,9 +109,11 @@ struct ws_callbacks {
     void (*on_pong)(void *ctx, const uint8_t *data, size_t len);
     /* The connection is finished for the protocol: close handshake done
      * (clean=1; code and reason from the peer's close frame, 1005 if it had
-     * none) or failed (clean=0; code = the close code we sent, or 1006 when
-     * no close frame was sent, e.g. a failed handshake; reason = our
-     * explanation). by_peer=1 when the peer started the close handshake.
+     * none) or failed (clean=0; code = the failure's close code, which our
+     * close frame carries unless we had already sent one, or 1006 when no
+     * close frame could be sent, e.g. a failed handshake; reason = our
+     * explanation, ASCII). by_peer=1 when the peer started the close
+     * handshake.
      * Called exactly once; afterwards flush ws_out and close the socket. */
     void (*on_close)(void *ctx, int clean, int code, const char *reason, size_t reason_len,
                      int by_peer);
@@ -143,7 +151,10 @@ void ws_out_consume(struct ws *w, size_t n);
  * and total >= compression_threshold), each piece is deflated and whatever
  * output it yields is a frame; RSV1 is set on the first. WS_E_STATE when a
  * message is already in progress or not open, WS_E_LENGTH when pieces exceed
- * the total. A message of total 0 is sent by ws_send_begin itself. */
+ * the total. A message of total 0 is sent by ws_send_begin itself. These,
+ * ws_ping and ws_close return WS_E_STATE before the handshake is done and
+ * WS_E_CLOSED once we sent or received a close. The core does not validate
+ * outgoing text: the shell checks UTF-8 before sending. */
 int ws_send_begin(struct ws *w, int binary, uint64_t total);
 int ws_send_data(struct ws *w, const uint8_t *p, size_t n);
 /* Convenience: ws_send_begin + ws_send_data for a whole message. */
@@ -162,8 +173,7 @@ int ws_close_code_valid(int code);
 /* Writes base64(SHA-1(key + GUID)) (28 chars + NUL) to out; 0 or WS_E_*. */
 int ws_accept_key(const char *key, size_t key_len, char out[29]);
 
-/* Bytes of inflated payload the current/last compressed message produced;
- * for tests and statistics. */
+/* Total bytes inflated on this connection so far (statistics, tests). */
 uint64_t ws_inflated_total(const struct ws *w);
 
 #endif

@@ -17,12 +17,12 @@
 #include "broker/ws.h"
 
 struct ws_deflate {
-    struct ws_pmd p;   /* agreed parameters (copy) */
-    z_stream in;       /* inflater, always initialised (owned zlib state) */
-    z_stream out;      /* deflater, valid when out_ready */
-    int out_ready;     /* 1 once deflateInit2 succeeded */
-    int in_ended;      /* 1 after the inflater reported Z_STREAM_END in this message */
-    int in_bits;       /* window bits of the inflater (9..15) */
+    struct ws_pmd p; /* agreed parameters (copy) */
+    z_stream in;     /* inflater, always initialised (owned zlib state) */
+    z_stream out;    /* deflater, valid when out_ready */
+    int out_ready;   /* 1 once deflateInit2 succeeded */
+    int in_ended;    /* 1 after the inflater reported Z_STREAM_END in this message */
+    int in_bits;     /* window bits of the inflater (9..15) */
 };
 
 static const char offer_ctx[] = "permessage-deflate; client_max_window_bits";
@@ -38,10 +38,8 @@ const char *ws_pmd_offer(int mode)
 
 static int is_tchar(unsigned char c)
 {
-    if (c >= '0' && c <= '9')
-        return 1;
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')
-        return 1;
+    if (c >= '0' && c <= '9') return 1;
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return 1;
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
@@ -68,12 +66,9 @@ static size_t take_token(struct cur *c, const char **tok)
 /* Parses "8".."15" without leading zeros from v[0..n); -1 when invalid. */
 static int parse_bits(const char *v, size_t n)
 {
-    if (n == 1 && v[0] == '8')
-        return 8;
-    if (n == 1 && v[0] == '9')
-        return 9;
-    if (n == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5')
-        return 10 + (v[1] - '0');
+    if (n == 1 && v[0] == '8') return 8;
+    if (n == 1 && v[0] == '9') return 9;
+    if (n == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5') return 10 + (v[1] - '0');
     return -1;
 }
 
@@ -90,8 +85,7 @@ int ws_pmd_negotiate(const char *v, size_t n, int mode, struct ws_pmd *out, cons
     out->client_bits = 15;
     *why = NULL;
     skip_ows(&c);
-    if (c.p == c.e)
-        return 0; /* declined */
+    if (c.p == c.e) return 0; /* declined */
     if (mode != 1 && mode != 2) {
         *why = "server sent an extension we did not offer";
         return WS_E_HANDSHAKE;
@@ -105,8 +99,7 @@ int ws_pmd_negotiate(const char *v, size_t n, int mode, struct ws_pmd *out, cons
     int seen_sctx = 0, seen_cctx = 0, seen_sbits = 0, seen_cbits = 0;
     for (;;) {
         skip_ows(&c);
-        if (c.p == c.e)
-            break;
+        if (c.p == c.e) break;
         if (*c.p == ',') {
             *why = "server accepted more than one extension";
             return WS_E_HANDSHAKE;
@@ -135,10 +128,8 @@ int ws_pmd_negotiate(const char *v, size_t n, int mode, struct ws_pmd *out, cons
                 c.p++;
                 vn = 0;
                 while (c.p < c.e && *c.p != '"') {
-                    if (*c.p == '\\' && c.p + 1 < c.e)
-                        c.p++;
-                    if (vn < sizeof qbuf)
-                        qbuf[vn] = *c.p;
+                    if (*c.p == '\\' && c.p + 1 < c.e) c.p++;
+                    if (vn < sizeof qbuf) qbuf[vn] = *c.p;
                     vn++;
                     c.p++;
                 }
@@ -147,8 +138,7 @@ int ws_pmd_negotiate(const char *v, size_t n, int mode, struct ws_pmd *out, cons
                     return WS_E_HANDSHAKE;
                 }
                 c.p++;
-                if (vn > sizeof qbuf)
-                    vn = sizeof qbuf; /* too long for any valid value */
+                if (vn > sizeof qbuf) vn = sizeof qbuf; /* too long for any valid value */
                 val = qbuf;
             } else {
                 vn = take_token(&c, &val);
@@ -202,8 +192,7 @@ int ws_pmd_negotiate(const char *v, size_t n, int mode, struct ws_pmd *out, cons
 struct ws_deflate *ws_deflate_new(const struct ws_pmd *p)
 {
     struct ws_deflate *d = calloc(1, sizeof *d);
-    if (!d)
-        return NULL;
+    if (!d) return NULL;
     d->p = *p;
     d->in_bits = p->server_bits < 9 ? 9 : p->server_bits;
     if (inflateInit2(&d->in, -d->in_bits) != Z_OK) {
@@ -215,11 +204,9 @@ struct ws_deflate *ws_deflate_new(const struct ws_pmd *p)
 
 void ws_deflate_free(struct ws_deflate *d)
 {
-    if (!d)
-        return;
+    if (!d) return;
     inflateEnd(&d->in);
-    if (d->out_ready)
-        deflateEnd(&d->out);
+    if (d->out_ready) deflateEnd(&d->out);
     free(d);
 }
 
@@ -233,8 +220,7 @@ int ws_inflate(struct ws_deflate *d, const uint8_t *in, size_t n, size_t *used, 
 {
     *used = 0;
     *made = 0;
-    if (d->in_ended)
-        return 1;
+    if (d->in_ended) return 1;
     uInt ain = n > UINT_MAX ? UINT_MAX : (uInt)n;
     uInt aout = cap > UINT_MAX ? UINT_MAX : (uInt)cap;
     d->in.next_in = (Bytef *)(uintptr_t)in;
@@ -264,36 +250,28 @@ int ws_inflate_end_msg(struct ws_deflate *d)
         d->in_ended = 0;
         return inflateReset(&d->in) == Z_OK ? 0 : WS_E_DEFLATE;
     }
-    if (!d->in_ended)
-        return 0;
+    if (!d->in_ended) return 0;
     /* The server ended its stream with BFINAL; later messages may still refer
      * to the old window, so restart with it as the dictionary. */
     d->in_ended = 0;
     uInt len = 0;
     uint8_t *win = malloc((size_t)1 << d->in_bits);
-    if (!win)
-        return WS_E_NOMEM;
+    if (!win) return WS_E_NOMEM;
     int r = inflateGetDictionary(&d->in, win, &len);
-    if (r == Z_OK)
-        r = inflateReset(&d->in);
-    if (r == Z_OK && len > 0)
-        r = inflateSetDictionary(&d->in, win, len);
+    if (r == Z_OK) r = inflateReset(&d->in);
+    if (r == Z_OK && len > 0) r = inflateSetDictionary(&d->in, win, len);
     free(win);
     return r == Z_OK ? 0 : WS_E_DEFLATE;
 }
 
 static int deflate_ready(struct ws_deflate *d)
 {
-    if (d->out_ready)
-        return 0;
+    if (d->out_ready) return 0;
     int bits = d->p.client_bits;
-    if (bits < 9)
-        return WS_E_DEFLATE;
+    if (bits < 9) return WS_E_DEFLATE;
     int r = deflateInit2(&d->out, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -bits, 8, Z_DEFAULT_STRATEGY);
-    if (r == Z_MEM_ERROR)
-        return WS_E_NOMEM;
-    if (r != Z_OK)
-        return WS_E_DEFLATE;
+    if (r == Z_MEM_ERROR) return WS_E_NOMEM;
+    if (r != Z_OK) return WS_E_DEFLATE;
     d->out_ready = 1;
     return 0;
 }
@@ -303,8 +281,7 @@ int ws_deflate_piece(struct ws_deflate *d, const uint8_t *in, size_t n, int fina
 {
     *made = 0;
     int r = deflate_ready(d);
-    if (r)
-        return r;
+    if (r) return r;
     z_stream *z = &d->out;
     size_t start = ws_buf_len(out); /* our output begins here, relative to rd */
     const uint8_t *p = in;
@@ -318,29 +295,24 @@ int ws_deflate_piece(struct ws_deflate *d, const uint8_t *in, size_t n, int fina
         do {
             size_t room = deflateBound(z, z->avail_in) + 64;
             uint8_t *o = ws_buf_reserve(out, room);
-            if (!o)
-                return WS_E_NOMEM;
+            if (!o) return WS_E_NOMEM;
             z->next_out = o;
             z->avail_out = (uInt)room;
             r = deflate(z, flush);
-            if (r == Z_STREAM_ERROR)
-                return WS_E_DEFLATE;
+            if (r == Z_STREAM_ERROR) return WS_E_DEFLATE;
             ws_buf_commit(out, room - z->avail_out);
         } while (z->avail_in > 0 || z->avail_out == 0);
         p += chunk;
         left -= chunk;
-        if (last_chunk)
-            break;
+        if (last_chunk) break;
     }
     size_t total = ws_buf_len(out) - start;
     if (final) {
         static const uint8_t tail[4] = {0x00, 0x00, 0xFF, 0xFF};
-        if (total < 4 || memcmp(out->data + out->wr - 4, tail, 4) != 0)
-            return WS_E_DEFLATE;
+        if (total < 4 || memcmp(out->data + out->wr - 4, tail, 4) != 0) return WS_E_DEFLATE;
         out->wr -= 4;
         total -= 4;
-        if (d->p.client_no_ctx && deflateReset(z) != Z_OK)
-            return WS_E_DEFLATE;
+        if (d->p.client_no_ctx && deflateReset(z) != Z_OK) return WS_E_DEFLATE;
     }
     *made = total;
     return 0;

@@ -15,33 +15,22 @@ void ws_buf_free(struct ws_buf *b)
 
 uint8_t *ws_buf_reserve(struct ws_buf *b, size_t n)
 {
-    if (b->cap - b->wr >= n)
-        return b->data + b->wr;
+    if (b->cap - b->wr >= n) return b->data + b->wr;
     size_t len = b->wr - b->rd;
-    if (n > SIZE_MAX / 2 - len)
-        return NULL;
-    if (b->rd > 0 && b->cap - len >= n && len <= b->cap / 2) {
-        /* Enough room once the consumed prefix is dropped, and little to move. */
+    if (n > SIZE_MAX / 4 - len) return NULL;
+    if (b->cap - len >= n) {
+        /* Room enough once the consumed prefix is dropped. */
         memmove(b->data, b->data + b->rd, len);
         b->rd = 0;
         b->wr = len;
         return b->data + b->wr;
     }
-    size_t want = len + n;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < want)
+    while (cap < len + n)
         cap *= 2;
-    if (b->rd > 0 && cap <= b->cap) {
-        memmove(b->data, b->data + b->rd, len);
-        b->rd = 0;
-        b->wr = len;
-        return b->data + b->wr;
-    }
     uint8_t *nd = malloc(cap);
-    if (!nd)
-        return NULL;
-    if (len)
-        memcpy(nd, b->data + b->rd, len);
+    if (!nd) return NULL;
+    if (len) memcpy(nd, b->data + b->rd, len);
     free(b->data);
     b->data = nd;
     b->rd = 0;
@@ -53,19 +42,15 @@ uint8_t *ws_buf_reserve(struct ws_buf *b, size_t n)
 int ws_buf_append(struct ws_buf *b, const void *p, size_t n)
 {
     uint8_t *d = ws_buf_reserve(b, n);
-    if (!d)
-        return -1;
-    if (n)
-        memcpy(d, p, n);
+    if (!d) return -1;
+    if (n) memcpy(d, p, n);
     b->wr += n;
     return 0;
 }
 
 void ws_buf_consume(struct ws_buf *b, size_t n)
 {
-    if (n > b->wr - b->rd)
-        n = b->wr - b->rd;
+    if (n > b->wr - b->rd) n = b->wr - b->rd;
     b->rd += n;
-    if (b->rd == b->wr)
-        b->rd = b->wr = 0;
+    if (b->rd == b->wr) b->rd = b->wr = 0;
 }

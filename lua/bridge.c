@@ -52,14 +52,12 @@ static void bridge_sleep(struct rt_bridge *b, int64_t deadline_ns)
     struct timespec ts, *tsp = NULL;
     if (deadline_ns >= 0) {
         int64_t left = deadline_ns - rt_now_ns();
-        if (left < 0)
-            left = 0;
+        if (left < 0) left = 0;
         ts.tv_sec = (time_t)(left / 1000000000);
         ts.tv_nsec = (long)(left % 1000000000);
         tsp = &ts;
     }
-    if (ppoll(&pfd, 1, tsp, NULL) > 0)
-        shm_efd_drain(b->link->own_efd);
+    if (ppoll(&pfd, 1, tsp, NULL) > 0) shm_efd_drain(b->link->own_efd);
 }
 
 /* Consumes and drops every available record (used when nobody can run Lua:
@@ -70,13 +68,11 @@ static int bridge_discard(struct rt_bridge *b)
     const void *p;
     int n = 0, r;
     while ((r = shm_rx_peek(&b->link->rx, &rec, &p)) == 1) {
-        if (rec->type == PROTO_SHUTDOWN)
-            b->shutdown = 1;
+        if (rec->type == PROTO_SHUTDOWN) b->shutdown = 1;
         shm_rx_consume(&b->link->rx);
         n++;
     }
-    if (r < 0)
-        b->broken = r;
+    if (r < 0) b->broken = r;
     shm_rx_release(&b->link->rx);
     return n;
 }
@@ -91,8 +87,7 @@ static int ldrain(lua_State *L)
         const struct shm_rec *rec;
         const void *p;
         int r = shm_rx_peek(rx, &rec, &p);
-        if (r == 0)
-            break;
+        if (r == 0) break;
         if (r < 0) {
             b->broken = r;
             break;
@@ -108,18 +103,15 @@ static int ldrain(lua_State *L)
         case PROTO_PONG:
         case PROTO_CLOSED:
         case PROTO_OP_ERROR:
-            if (b->ws && rt_ws_dispatch(b->ws, L, rec, p) < 0)
-                b->broken = -1;
+            if (b->ws && rt_ws_dispatch(b->ws, L, rec, p) < 0) b->broken = -1;
             break;
         default: /* SCRIPT after start, unknown: nothing to do */
             break;
         }
         shm_rx_consume(rx);
         n++;
-        if ((n & 63) == 0)
-            shm_rx_release(rx);
-        if (b->shutdown || b->broken)
-            break;
+        if ((n & 63) == 0) shm_rx_release(rx);
+        if (b->shutdown || b->broken) break;
     }
     lua_pushinteger(L, n);
     return 1;
@@ -130,8 +122,7 @@ static int ldrain(lua_State *L)
 static void bridge_log_fatal(struct rt_bridge *b, const char *why)
 {
     char line[512];
-    if (b->fatal_logged || b->broken == SHM_ESYS || !why)
-        return;
+    if (b->fatal_logged || b->broken == SHM_ESYS || !why) return;
     b->fatal_logged = 1;
     int n = snprintf(line, sizeof line, "worker: broker link failed: %s\n", why);
     if (n > 0 && (size_t)n < sizeof line)
@@ -143,8 +134,7 @@ static void bridge_log_fatal(struct rt_bridge *b, const char *why)
  * nests: inside a dispatch it returns 0. */
 static int bridge_drain(struct rt_bridge *b, lua_State *L)
 {
-    if (b->dispatching)
-        return 0;
+    if (b->dispatching) return 0;
     if (!L || !b->ws) {
         int n = bridge_discard(b);
         return b->shutdown || b->broken ? -1 : n;
@@ -171,10 +161,8 @@ static int bridge_drain(struct rt_bridge *b, lua_State *L)
     lua_pop(L, 1);
     b->dispatching--;
     shm_rx_release(&b->link->rx);
-    if (b->broken && b->ws)
-        bridge_log_fatal(b, rt_ws_fatal_reason(b->ws));
-    if (b->broken)
-        bridge_log_fatal(b, shm_strerror(b->broken));
+    if (b->broken && b->ws) bridge_log_fatal(b, rt_ws_fatal_reason(b->ws));
+    if (b->broken) bridge_log_fatal(b, shm_strerror(b->broken));
     return b->shutdown || b->broken ? -1 : n;
 }
 
@@ -185,7 +173,8 @@ static int bridge_wait_space(struct rt_bridge *b, lua_State *L, uint32_t len)
 {
     struct shm_tx *tx = &b->link->tx;
     struct shm_rx *rx = &b->link->rx;
-    uint64_t rec = SHM_REC_HDR + (((uint64_t)len + SHM_REC_ALIGN - 1) & ~(uint64_t)(SHM_REC_ALIGN - 1));
+    uint64_t rec =
+        SHM_REC_HDR + (((uint64_t)len + SHM_REC_ALIGN - 1) & ~(uint64_t)(SHM_REC_ALIGN - 1));
     /* Twice the record: room for a padding record before it at the wrap. */
     uint64_t need = rec * 2 > tx->size ? tx->size : rec * 2;
 
@@ -195,14 +184,11 @@ static int bridge_wait_space(struct rt_bridge *b, lua_State *L, uint32_t len)
     int can_drain = !b->dispatching && (L || b->finished);
     if (can_drain) {
         int n = bridge_drain(b, L);
-        if (n < 0)
-            return -1;
-        if (n > 0)
-            return 0;
+        if (n < 0) return -1;
+        if (n > 0) return 0;
     }
     int r = shm_tx_prepare_wait(tx, (uint32_t)need);
-    if (r == 1)
-        return 0;
+    if (r == 1) return 0;
     if (r < 0) {
         b->broken = r;
         return r;
@@ -223,8 +209,7 @@ static int bridge_wait_space(struct rt_bridge *b, lua_State *L, uint32_t len)
     }
     bridge_sleep(b, -1);
     shm_tx_end_wait(tx);
-    if (rx_armed)
-        shm_rx_end_wait(rx);
+    if (rx_armed) shm_rx_end_wait(rx);
     return 0;
 }
 
@@ -233,19 +218,15 @@ static int bridge_write(struct rt_bridge *b, lua_State *L, int may_wait, uint16_
                         uint32_t clen)
 {
     struct shm_tx *tx = &b->link->tx;
-    if (b->broken)
-        return b->broken;
-    if ((uint64_t)alen + clen > shm_tx_max_payload(tx))
-        return SHM_ETOOBIG;
+    if (b->broken) return b->broken;
+    if ((uint64_t)alen + clen > shm_tx_max_payload(tx)) return SHM_ETOOBIG;
     uint32_t total = alen + clen;
     for (;;) {
         void *dst;
         int r = shm_tx_reserve(tx, total, &dst);
         if (r == 0) {
-            if (alen)
-                memcpy(dst, a, alen);
-            if (clen)
-                memcpy((uint8_t *)dst + alen, c, clen);
+            if (alen) memcpy(dst, a, alen);
+            if (clen) memcpy((uint8_t *)dst + alen, c, clen);
             shm_tx_commit(tx, type, flags, conn);
             return 0;
         }
@@ -253,20 +234,16 @@ static int bridge_write(struct rt_bridge *b, lua_State *L, int may_wait, uint16_
             b->broken = r;
             return r;
         }
-        if (!may_wait)
-            return SHM_EAGAIN;
-        if (bridge_wait_space(b, L, total) < 0)
-            return b->broken ? b->broken : -1;
-        if (b->shutdown)
-            return -1;
+        if (!may_wait) return SHM_EAGAIN;
+        if (bridge_wait_space(b, L, total) < 0) return b->broken ? b->broken : -1;
+        if (b->shutdown) return -1;
     }
 }
 
-int rt_bridge_write(struct rt_bridge *b, lua_State *L, uint16_t type, uint16_t flags,
-                    uint32_t conn, const void *a, uint32_t alen, const void *c, uint32_t clen)
+int rt_bridge_write(struct rt_bridge *b, lua_State *L, uint16_t type, uint16_t flags, uint32_t conn,
+                    const void *a, uint32_t alen, const void *c, uint32_t clen)
 {
-    if (b->shutdown)
-        return -1;
+    if (b->shutdown) return -1;
     return bridge_write(b, L, 1, type, flags, conn, a, alen, c, clen);
 }
 
@@ -274,8 +251,7 @@ int rt_bridge_try_write(struct rt_bridge *b, uint16_t type, uint16_t flags, uint
                         const void *a, uint32_t alen, const void *c, uint32_t clen)
 {
     int r = bridge_write(b, NULL, 0, type, flags, conn, a, alen, c, clen);
-    if (r == 0)
-        shm_tx_publish(&b->link->tx);
+    if (r == 0) shm_tx_publish(&b->link->tx);
     return r;
 }
 
@@ -290,8 +266,7 @@ static void bridge_output(void *ctx, int is_err, const char *s, size_t n)
     lua_State *L = b->finished ? NULL : rt_lua(b->rt);
     while (n > 0 && !b->broken) {
         uint32_t chunk = n > max ? max : (uint32_t)n;
-        if (bridge_write(b, L, 1, PROTO_LOG, flags, 0, s, chunk, NULL, 0) < 0)
-            return;
+        if (bridge_write(b, L, 1, PROTO_LOG, flags, 0, s, chunk, NULL, 0) < 0) return;
         s += chunk;
         n -= chunk;
     }
@@ -302,19 +277,15 @@ static void bridge_output(void *ctx, int is_err, const char *s, size_t n)
 static int bridge_service(struct rt_bridge *b, lua_State *L, int *handled)
 {
     *handled = 0;
-    if (b->shutdown || b->broken)
-        return -1;
-    if (b->ws && rt_ws_flush(b->ws, L) < 0)
-        return -1;
+    if (b->shutdown || b->broken) return -1;
+    if (b->ws && rt_ws_flush(b->ws, L) < 0) return -1;
     shm_tx_publish(&b->link->tx);
     int n = bridge_drain(b, L);
-    if (n < 0)
-        return -1;
+    if (n < 0) return -1;
     *handled = n;
     /* Dispatch may have queued credits (messages handed straight to waiting
      * receivers); send them without waiting. */
-    if (n > 0 && b->ws && rt_ws_flush(b->ws, NULL) < 0)
-        return -1;
+    if (n > 0 && b->ws && rt_ws_flush(b->ws, NULL) < 0) return -1;
     shm_tx_publish(&b->link->tx);
     return 0;
 }
@@ -329,10 +300,8 @@ static int be_wait(void *ctx, lua_State *L, int64_t deadline_ns)
 {
     struct rt_bridge *b = ctx;
     int handled;
-    if (bridge_service(b, L, &handled) < 0)
-        return -1;
-    if (handled > 0)
-        return 0;
+    if (bridge_service(b, L, &handled) < 0) return -1;
+    if (handled > 0) return 0;
     int r = shm_rx_prepare_wait(&b->link->rx);
     if (r < 0) {
         b->broken = r;
@@ -348,8 +317,7 @@ static int be_wait(void *ctx, lua_State *L, int64_t deadline_ns)
 static void be_finish(void *ctx, lua_State *L)
 {
     struct rt_bridge *b = ctx;
-    if (b->ws)
-        rt_ws_finish(b->ws);
+    if (b->ws) rt_ws_finish(b->ws);
     b->ws = NULL;
     b->finished = 1;
     shm_tx_publish(&b->link->tx);
@@ -358,8 +326,7 @@ static void be_finish(void *ctx, lua_State *L)
 struct rt_bridge *rt_bridge_new(struct rt *rt, struct shm_link *link)
 {
     struct rt_bridge *b = calloc(1, sizeof *b);
-    if (!b)
-        return NULL;
+    if (!b) return NULL;
     b->rt = rt;
     b->link = link;
     b->ws = rt_ws_new(rt_lua(rt), b);
@@ -383,8 +350,7 @@ int rt_bridge_send_ready(struct rt_bridge *b, const char *layers_text)
 {
     size_t n = layers_text ? strlen(layers_text) : 0;
     uint32_t max = rt_bridge_max_payload(b);
-    if (n > max)
-        n = max;
+    if (n > max) n = max;
     int r = bridge_write(b, NULL, 1, PROTO_READY, 0, 0, layers_text, (uint32_t)n, NULL, 0);
     shm_tx_publish(&b->link->tx);
     return r;
@@ -395,8 +361,7 @@ int rt_bridge_send_exit(struct rt_bridge *b, int status, const char *msg)
     struct proto_exit ex = {.status = status, .reserved = 0};
     size_t n = msg ? strlen(msg) : 0;
     uint32_t max = rt_bridge_max_payload(b) - (uint32_t)sizeof ex;
-    if (n > max)
-        n = max;
+    if (n > max) n = max;
     b->finished = 1;
     b->ws = NULL;
     int r = bridge_write(b, NULL, 1, PROTO_EXIT, 0, 0, &ex, sizeof ex, msg, (uint32_t)n);
@@ -412,8 +377,7 @@ static int buf_append(char **buf, size_t *len, size_t *cap, const void *p, size_
         while (nc < *len + n)
             nc *= 2;
         char *nb = realloc(*buf, nc);
-        if (!nb)
-            return -1;
+        if (!nb) return -1;
         *buf = nb;
         *cap = nc;
     }
@@ -453,8 +417,7 @@ int rt_bridge_wait_script(struct rt_bridge *b, char **name, char **src, size_t *
             shm_rx_consume(rx);
         }
         shm_rx_release(rx);
-        if (done)
-            break;
+        if (done) break;
         if (r < 0) {
             b->broken = r;
             free(buf);
@@ -472,11 +435,9 @@ int rt_bridge_wait_script(struct rt_bridge *b, char **name, char **src, size_t *
         }
     }
     uint32_t nlen;
-    if (blen < sizeof nlen)
-        goto bad;
+    if (blen < sizeof nlen) goto bad;
     memcpy(&nlen, buf, sizeof nlen);
-    if (nlen > blen - sizeof nlen)
-        goto bad;
+    if (nlen > blen - sizeof nlen) goto bad;
     size_t slen = blen - sizeof nlen - nlen;
     *name = malloc((size_t)nlen + 1);
     *src = malloc(slen + 1);

@@ -64,8 +64,8 @@ uint32_t rt_bridge_max_payload(const struct rt_bridge *b);
  * record is committed, not necessarily published (the bridge publishes before
  * it sleeps and at every poll). Returns 0, or negative when the link is
  * broken, the broker shut down, or the record is larger than the maximum. */
-int rt_bridge_write(struct rt_bridge *b, lua_State *L, uint16_t type, uint16_t flags,
-                    uint32_t conn, const void *a, uint32_t alen, const void *c, uint32_t clen);
+int rt_bridge_write(struct rt_bridge *b, lua_State *L, uint16_t type, uint16_t flags, uint32_t conn,
+                    const void *a, uint32_t alen, const void *c, uint32_t clen);
 
 /* Like rt_bridge_write but never waits: returns SHM_EAGAIN when the ring is
  * full. Publishes on success. Safe to call from hooks and finalizers. */

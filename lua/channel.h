@@ -30,6 +30,11 @@ void chan_push(lua_State *L, struct chan *ch);
  * chan_set_capacity. */
 int chan_offer(lua_State *L, struct chan *ch, int idx);
 
+/* Changes the buffer size of a channel (capacity >= 1 and >= chan_len):
+ * buffered values keep their order and parked senders move into new room.
+ * Returns 0, or -1 if the capacity is out of range. May raise on memory. */
+int chan_set_capacity(lua_State *L, struct chan *ch, int capacity);
+
 /* Closes the channel (no-op when closed): buffered values are still
  * delivered, then receivers get nil, false. Wakes every waiter. */
 void chan_close(lua_State *L, struct chan *ch);

@@ -92,35 +92,35 @@ struct rt_tmr {
 };
 
 struct rt {
-    lua_State *L;           /* main state; runs only the scheduler, never script code */
-    size_t mem_used;        /* bytes held by the Lua allocator now */
-    size_t mem_limit;       /* cap in bytes */
-    uint64_t cpu_limit_ms;  /* CPU budget; 0 = unlimited */
-    uint32_t interval;      /* instructions between hook calls */
-    int64_t cpu_start_ns;   /* thread CPU time at the start of the run */
-    int fatal;              /* 0, RT_MEMORY or RT_CPU once a limit was hit */
-    char fatal_msg[96];     /* text of the fatal error */
-    int fail_pending;       /* an allocation failed; Lua may retry it after a GC */
-    void *fail_ptr;         /* the failed request (block) */
-    size_t fail_size;       /* the failed request (new size) */
-    struct rt_task *current;  /* task being resumed now, NULL on the scheduler */
-    struct rt_task *main;     /* the main chunk's task */
+    lua_State *L;              /* main state; runs only the scheduler, never script code */
+    size_t mem_used;           /* bytes held by the Lua allocator now */
+    size_t mem_limit;          /* cap in bytes */
+    uint64_t cpu_limit_ms;     /* CPU budget; 0 = unlimited */
+    uint32_t interval;         /* instructions between hook calls */
+    int64_t cpu_start_ns;      /* thread CPU time at the start of the run */
+    int fatal;                 /* 0, RT_MEMORY or RT_CPU once a limit was hit */
+    char fatal_msg[96];        /* text of the fatal error */
+    int fail_pending;          /* an allocation failed; Lua may retry it after a GC */
+    void *fail_ptr;            /* the failed request (block) */
+    size_t fail_size;          /* the failed request (new size) */
+    struct rt_task *current;   /* task being resumed now, NULL on the scheduler */
+    struct rt_task *main;      /* the main chunk's task */
     struct rt_task *runq_head; /* runnable FIFO (intrusive via rt_task.next) */
     struct rt_task *runq_tail;
-    int ran;                  /* rt_run was called */
-    int done;                 /* the run is over */
-    int status;               /* enum rt_status once done */
-    struct rt_tmr *tmr;       /* timer slots; owned, counted allocator */
-    uint32_t tmr_cap;         /* slots allocated */
-    uint32_t tmr_free;        /* first free slot, UINT32_MAX if none */
-    uint32_t *heap;           /* min-heap of slot indices; owned, counted allocator */
-    uint32_t heap_len;        /* armed timers */
-    uint64_t tmr_seq;         /* next timer sequence number */
-    struct rt_backend be;     /* the broker link; fields NULL when absent */
-    rt_output_fn out;         /* print() sink */
-    void *out_ctx;            /* its context */
-    char *last_error;         /* malloc'd error text of the run, or NULL */
-    char *setup_error;        /* malloc'd; a module failed to open in rt_new/rt_add_module */
+    int ran;                    /* rt_run was called */
+    int done;                   /* the run is over */
+    int status;                 /* enum rt_status once done */
+    struct rt_tmr *tmr;         /* timer slots; owned, counted allocator */
+    uint32_t tmr_cap;           /* slots allocated */
+    uint32_t tmr_free;          /* first free slot, UINT32_MAX if none */
+    uint32_t *heap;             /* min-heap of slot indices; owned, counted allocator */
+    uint32_t heap_len;          /* armed timers */
+    uint64_t tmr_seq;           /* next timer sequence number */
+    struct rt_backend be;       /* the broker link; fields NULL when absent */
+    rt_output_fn out;           /* print() sink */
+    void *out_ctx;              /* its context */
+    char *last_error;           /* malloc'd error text of the run, or NULL */
+    char *setup_error;          /* malloc'd; a module failed to open in rt_new/rt_add_module */
     char modnames[RT_MODNAMES]; /* "channel, time, ..." for require's error message */
 };
 
@@ -146,8 +146,7 @@ static int64_t cpu_now_ns(void)
 
 static void set_fatal(struct rt *rt, int kind)
 {
-    if (rt->fatal)
-        return;
+    if (rt->fatal) return;
     rt->fatal = kind;
     if (kind == RT_MEMORY)
         snprintf(rt->fatal_msg, sizeof rt->fatal_msg, "memory limit of %zu bytes exceeded",
@@ -173,12 +172,12 @@ static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
              * (the first one was not retried and is being raised), makes
              * the memory error final. */
             rt->fail_pending = 0;
-            if (ptr != rt->fail_ptr || nsize != rt->fail_size)
+            if (ptr != rt->fail_ptr || nsize != rt->fail_size) {
                 set_fatal(rt, RT_MEMORY);
-            else if (rt->mem_used + (nsize - old) > rt->mem_limit) {
+            } else if (nsize - old > rt->mem_limit ||
+                       rt->mem_used > rt->mem_limit - (nsize - old)) {
                 set_fatal(rt, RT_MEMORY);
-                if (rt->mem_used + (nsize - old) > rt->mem_limit + RT_MEM_RESERVE)
-                    return NULL;
+                return NULL;
             }
         }
         size_t limit = rt->mem_limit + (rt->fatal == RT_MEMORY ? RT_MEM_RESERVE : 0);
@@ -245,10 +244,8 @@ static int raise_fatal(lua_State *L, struct rt *rt)
 static void check_fatal(lua_State *L, int status)
 {
     struct rt *rt = rt_from_lua(L);
-    if (status == LUA_ERRMEM)
-        set_fatal(rt, RT_MEMORY);
-    if (rt->fatal)
-        raise_fatal(L, rt);
+    if (status == LUA_ERRMEM) set_fatal(rt, RT_MEMORY);
+    if (rt->fatal) raise_fatal(L, rt);
 }
 
 /* ---- CPU budget ---- */
@@ -259,11 +256,9 @@ static void lhook(lua_State *L, lua_Debug *ar)
     struct rt *rt = rt_from_lua(L);
     if (!rt->fatal && rt->cpu_limit_ms) {
         int64_t used = cpu_now_ns() - rt->cpu_start_ns;
-        if (used > (int64_t)rt->cpu_limit_ms * 1000000)
-            set_fatal(rt, RT_CPU);
+        if (used > (int64_t)rt->cpu_limit_ms * 1000000) set_fatal(rt, RT_CPU);
     }
-    if (rt->fatal)
-        raise_fatal(L, rt);
+    if (rt->fatal) raise_fatal(L, rt);
 }
 
 /* ---- output ---- */
@@ -289,8 +284,7 @@ static int lprint(lua_State *L)
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     for (int i = 1; i <= n; i++) {
-        if (i > 1)
-            luaL_addchar(&b, '\t');
+        if (i > 1) luaL_addchar(&b, '\t');
         luaL_tolstring(L, i, NULL);
         luaL_addvalue(&b);
     }
@@ -321,8 +315,7 @@ static void heap_up(struct rt *rt, uint32_t pos)
     uint32_t slot = rt->heap[pos];
     while (pos > 0) {
         uint32_t parent = (pos - 1) / 2;
-        if (!tmr_less(rt, slot, rt->heap[parent]))
-            break;
+        if (!tmr_less(rt, slot, rt->heap[parent])) break;
         heap_set(rt, pos, rt->heap[parent]);
         pos = parent;
     }
@@ -334,12 +327,9 @@ static void heap_down(struct rt *rt, uint32_t pos)
     uint32_t slot = rt->heap[pos];
     for (;;) {
         uint32_t c = 2 * pos + 1;
-        if (c >= rt->heap_len)
-            break;
-        if (c + 1 < rt->heap_len && tmr_less(rt, rt->heap[c + 1], rt->heap[c]))
-            c++;
-        if (!tmr_less(rt, rt->heap[c], slot))
-            break;
+        if (c >= rt->heap_len) break;
+        if (c + 1 < rt->heap_len && tmr_less(rt, rt->heap[c + 1], rt->heap[c])) c++;
+        if (!tmr_less(rt, rt->heap[c], slot)) break;
         heap_set(rt, pos, rt->heap[c]);
         pos = c;
     }
@@ -352,9 +342,10 @@ static void heap_remove(struct rt *rt, uint32_t pos)
     uint32_t slot = rt->heap[pos];
     rt->heap_len--;
     if (pos < rt->heap_len) {
-        heap_set(rt, pos, rt->heap[rt->heap_len]);
+        uint32_t moved = rt->heap[rt->heap_len];
+        heap_set(rt, pos, moved);
         heap_down(rt, pos);
-        heap_up(rt, rt->tmr[rt->heap[pos]].pos == pos ? pos : rt->tmr[rt->heap[pos]].pos);
+        heap_up(rt, rt->tmr[moved].pos);
     }
     struct rt_tmr *t = &rt->tmr[slot];
     t->fn = NULL;
@@ -367,18 +358,24 @@ static void heap_remove(struct rt *rt, uint32_t pos)
 static int tmr_grow(struct rt *rt)
 {
     uint32_t ncap = rt->tmr_cap ? rt->tmr_cap * 2 : 16;
-    if (ncap > (1u << 26))
-        return -1;
-    struct rt_tmr *t =
-        rt_xrealloc(rt, rt->tmr, rt->tmr_cap * sizeof *t, (size_t)ncap * sizeof *t);
-    if (!t)
-        return -1;
-    rt->tmr = t;
-    uint32_t *h = rt_xrealloc(rt, rt->heap, rt->tmr_cap * sizeof *h, (size_t)ncap * sizeof *h);
-    if (!h) {
-        /* keep the old capacity usable: the slot array only grew */
+    if (ncap > (1u << 26)) {
+        set_fatal(rt, RT_MEMORY);
         return -1;
     }
+    struct rt_tmr *t = rt_xrealloc(rt, NULL, 0, (size_t)ncap * sizeof *t);
+    if (!t) return -1;
+    uint32_t *h = rt_xrealloc(rt, NULL, 0, (size_t)ncap * sizeof *h);
+    if (!h) {
+        rt_xrealloc(rt, t, (size_t)ncap * sizeof *t, 0);
+        return -1;
+    }
+    if (rt->tmr_cap) {
+        memcpy(t, rt->tmr, rt->tmr_cap * sizeof *t);
+        memcpy(h, rt->heap, rt->heap_len * sizeof *h);
+        rt_xrealloc(rt, rt->tmr, rt->tmr_cap * sizeof *t, 0);
+        rt_xrealloc(rt, rt->heap, rt->tmr_cap * sizeof *h, 0);
+    }
+    rt->tmr = t;
     rt->heap = h;
     for (uint32_t i = rt->tmr_cap; i < ncap; i++) {
         memset(&t[i], 0, sizeof t[i]);
@@ -391,8 +388,7 @@ static int tmr_grow(struct rt *rt)
 
 uint64_t rt_timer_add(struct rt *rt, int64_t deadline_ns, rt_timer_fn fn, void *ctx)
 {
-    if (rt->tmr_free == UINT32_MAX && tmr_grow(rt) < 0)
-        return 0;
+    if (rt->tmr_free == UINT32_MAX && tmr_grow(rt) < 0) return 0;
     uint32_t slot = rt->tmr_free;
     struct rt_tmr *t = &rt->tmr[slot];
     rt->tmr_free = t->pos;
@@ -409,12 +405,10 @@ uint64_t rt_timer_add(struct rt *rt, int64_t deadline_ns, rt_timer_fn fn, void *
 void rt_timer_cancel(struct rt *rt, uint64_t id)
 {
     uint32_t slot = (uint32_t)(id & 0xffffffffu);
-    if (slot == 0 || slot > rt->tmr_cap)
-        return;
+    if (slot == 0 || slot > rt->tmr_cap) return;
     slot--;
     struct rt_tmr *t = &rt->tmr[slot];
-    if (!t->fn || t->gen != (uint32_t)(id >> 32))
-        return;
+    if (!t->fn || t->gen != (uint32_t)(id >> 32)) return;
     heap_remove(rt, t->pos);
 }
 
@@ -447,8 +441,7 @@ struct rt_task *rt_current_task(lua_State *L)
 
 void rt_task_wake(struct rt *rt, struct rt_task *t)
 {
-    if (!t || t->queued || t->state == TASK_DEAD)
-        return;
+    if (!t || t->queued || t->state == TASK_DEAD) return;
     t->queued = 1;
     t->next = NULL;
     if (rt->runq_tail)
@@ -463,8 +456,7 @@ static struct rt_task *runq_pop(struct rt *rt)
     struct rt_task *t = rt->runq_head;
     if (t) {
         rt->runq_head = t->next;
-        if (!rt->runq_head)
-            rt->runq_tail = NULL;
+        if (!rt->runq_head) rt->runq_tail = NULL;
         t->next = NULL;
         t->queued = 0;
     }
@@ -488,8 +480,7 @@ static struct rt_task *task_new(lua_State *L, int nargs)
     *xspace(co) = TAG_TASK;
     lua_sethook(co, lhook, LUA_MASKCOUNT, (int)rt->interval);
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (!lua_checkstack(co, nargs + 1))
-        luaL_error(L, "too many arguments for a task");
+    if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments for a task");
     lua_xmove(L, co, nargs + 1);
     rt_task_wake(rt, t);
     return t;
@@ -498,7 +489,6 @@ static struct rt_task *task_new(lua_State *L, int nargs)
 static void task_release(struct rt *rt, struct rt_task *t)
 {
     t->state = TASK_DEAD;
-    *xspace(t->co) = TAG_TASK;
     if (!t->queued && t->ref != LUA_NOREF) {
         luaL_unref(rt->L, LUA_REGISTRYINDEX, t->ref);
         t->ref = LUA_NOREF;
@@ -515,15 +505,13 @@ static int lspawn(lua_State *L)
 static const char *park_problem(struct rt *rt, lua_State *L)
 {
     struct rt_task *t = rt->current;
-    if (!t)
-        return "blocking call outside of a task";
+    if (!t) return "blocking call outside of a task";
     lua_State *th = L;
     for (;;) {
         if (!lua_isyieldable(th))
             return "attempt to block across a C-call boundary (inside a metamethod, "
                    "iterator or library callback)";
-        if (th == t->co)
-            return NULL;
+        if (th == t->co) return NULL;
         uintptr_t x = *xspace(th);
         if (x == 0 || (x & TAG_TASK))
             return "blocking call in a coroutine not run by the scheduler";
@@ -534,8 +522,7 @@ static const char *park_problem(struct rt *rt, lua_State *L)
 void rt_park_check(lua_State *L)
 {
     const char *why = park_problem(rt_from_lua(L), L);
-    if (why)
-        luaL_error(L, "%s", why);
+    if (why) luaL_error(L, "%s", why);
 }
 
 int rt_park(lua_State *L, lua_KFunction k, lua_KContext ctx)
@@ -571,19 +558,15 @@ static int co_step(lua_State *L, lua_State *co, int nargs, int wrap)
             lua_pop(co, nres);
             return luaL_error(L, "too many results to resume");
         }
-        if (!wrap)
-            lua_pushboolean(L, 1);
+        if (!wrap) lua_pushboolean(L, 1);
         lua_xmove(co, L, nres);
         return nres + !wrap;
     }
     lua_xmove(co, L, 1); /* error object */
     if (wrap) {
         int cst = lua_resetthread(co); /* runs its pending __close handlers */
+        lua_settop(co, 0);
         check_fatal(L, cst);
-        if (cst != LUA_OK && cst != LUA_YIELD) {
-            lua_pop(L, 1);
-            lua_xmove(co, L, 1);
-        }
         if (lua_type(L, -1) == LUA_TSTRING) {
             luaL_where(L, 1);
             lua_insert(L, -2);
@@ -608,10 +591,8 @@ static int co_cont(lua_State *L, int status, lua_KContext ctx)
 static const char *co_busy(lua_State *co)
 {
     uintptr_t x = *xspace(co);
-    if (x == 0)
-        return NULL;
-    if (x & TAG_TASK)
-        return "cannot resume or close a task (only the scheduler runs tasks)";
+    if (x == 0) return NULL;
+    if (x & TAG_TASK) return "cannot resume or close a task (only the scheduler runs tasks)";
     return "cannot resume non-suspended coroutine";
 }
 
@@ -642,8 +623,7 @@ static int lco_auxwrap(lua_State *L)
     if (busy || co == L)
         return luaL_error(L, "%s", busy ? busy : "cannot resume non-suspended coroutine");
     int n = lua_gettop(L);
-    if (!lua_checkstack(co, n))
-        return luaL_error(L, "too many arguments to resume");
+    if (!lua_checkstack(co, n)) return luaL_error(L, "too many arguments to resume");
     lua_xmove(L, co, n);
     return co_step(L, co, n, 1);
 }
@@ -663,8 +643,7 @@ static int lco_close(lua_State *L)
     lua_State *co = lua_tothread(L, 1);
     luaL_argexpected(L, co, 1, "coroutine");
     const char *busy = co_busy(co);
-    if (busy)
-        return luaL_error(L, "%s", busy);
+    if (busy) return luaL_error(L, "%s", busy);
     lua_Debug ar;
     int st = lua_status(co);
     if (co == L || (st == LUA_OK && lua_getstack(co, 0, &ar)))
@@ -724,13 +703,12 @@ static int lload(lua_State *L)
         lua_pushliteral(L, "binary chunks are not allowed");
         return 2;
     }
+    if (lua_gettop(L) < 3) lua_settop(L, 3);
+    lua_pushliteral(L, "t");
+    lua_replace(L, 3);
     int n = lua_gettop(L);
     lua_pushvalue(L, lua_upvalueindex(1)); /* the original load */
     lua_insert(L, 1);
-    if (n >= 3) {
-        lua_pushliteral(L, "t");
-        lua_replace(L, 4);
-    }
     lua_call(L, n, LUA_MULTRET);
     check_fatal(L, LUA_OK); /* a reader function may have swallowed a fatal error */
     return lua_gettop(L);
@@ -771,8 +749,7 @@ static int lro_newindex(lua_State *L)
  * built the same way: a protected metatable with a C __newindex). */
 static int is_readonly(lua_State *L, int idx)
 {
-    if (!lua_getmetatable(L, idx))
-        return 0;
+    if (!lua_getmetatable(L, idx)) return 0;
     int ro = 0;
     if (lua_getfield(L, -1, "__metatable") != LUA_TNIL) {
         lua_getfield(L, -2, "__newindex");
@@ -788,8 +765,7 @@ static int lrawset(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checkany(L, 2);
     luaL_checkany(L, 3);
-    if (is_readonly(L, 1))
-        return luaL_error(L, "attempt to modify a read-only table");
+    if (is_readonly(L, 1)) return luaL_error(L, "attempt to modify a read-only table");
     lua_settop(L, 3);
     lua_rawset(L, 1);
     return 1;
@@ -819,8 +795,7 @@ static int lgetmetatable(lua_State *L)
         lua_pushnil(L);
         return 1;
     }
-    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
-        return 1;
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL) return 1;
     if (lua_type(L, 1) == LUA_TUSERDATA)
         lua_pushboolean(L, 0); /* runtime objects keep their metatables private */
     else
@@ -832,8 +807,7 @@ static int lrequire(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1);
     lua_getfield(L, LUA_REGISTRYINDEX, REG_MODULES);
-    if (lua_getfield(L, -1, name) != LUA_TNIL)
-        return 1;
+    if (lua_getfield(L, -1, name) != LUA_TNIL) return 1;
     struct rt *rt = rt_from_lua(L);
     return luaL_error(L, "module '%s' not found: only %s can be required", name, rt->modnames);
 }
@@ -844,11 +818,9 @@ static int lro_next(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
-    if (!lua_getmetatable(L, 1) || lua_getfield(L, -1, "__index") != LUA_TTABLE)
-        return 0;
+    if (!lua_getmetatable(L, 1) || lua_getfield(L, -1, "__index") != LUA_TTABLE) return 0;
     lua_pushvalue(L, 2);
-    if (lua_next(L, -2))
-        return 2;
+    if (lua_next(L, -2)) return 2;
     return 0;
 }
 
@@ -861,15 +833,26 @@ static int lro_pairs(lua_State *L)
 }
 
 /* Replaces the plain table at the top with a read-only proxy, first freezing
- * plain tables in its fields (visited: table at vis_idx). Tables that already
- * have a metatable are left as they are. */
+ * plain tables in its fields (visited: table at vis_idx). A table that is
+ * already a read-only proxy (made by a module) is re-wrapped around the table
+ * it stands for, so that only our proxy, whose pairs() never hands out the
+ * real table, reaches scripts. Other tables with a metatable are left as
+ * they are. */
 static void make_readonly(lua_State *L, int vis_idx)
 {
     luaL_checkstack(L, 8, "read-only table");
     int real = lua_gettop(L);
     if (lua_getmetatable(L, real)) {
+        lua_getfield(L, -1, "__newindex");
+        int ours = lua_tocfunction(L, -1) == lro_newindex;
         lua_pop(L, 1);
-        return;
+        if (!ours && is_readonly(L, real) && lua_getfield(L, -1, "__index") == LUA_TTABLE) {
+            lua_replace(L, real);
+            lua_pop(L, 1);
+        } else {
+            lua_settop(L, real);
+            return;
+        }
     }
     if (lua_rawgetp(L, vis_idx, lua_topointer(L, real)) == LUA_TTABLE) {
         lua_replace(L, real);
@@ -915,8 +898,7 @@ static void freeze_top(lua_State *L)
 static void publish(lua_State *L, const char *name, int as_module)
 {
     struct rt *rt = rt_from_lua(L);
-    if (lua_type(L, -1) == LUA_TTABLE)
-        freeze_top(L);
+    if (lua_type(L, -1) == LUA_TTABLE) freeze_top(L);
     if (as_module) {
         lua_getfield(L, LUA_REGISTRYINDEX, REG_MODULES);
         lua_pushvalue(L, -2);
@@ -924,8 +906,8 @@ static void publish(lua_State *L, const char *name, int as_module)
         lua_pop(L, 1);
         size_t used = strlen(rt->modnames);
         if (used + strlen(name) + 3 < sizeof rt->modnames)
-            snprintf(rt->modnames + used, sizeof rt->modnames - used, "%s%s",
-                     used ? ", " : "", name);
+            snprintf(rt->modnames + used, sizeof rt->modnames - used, "%s%s", used ? ", " : "",
+                     name);
     }
     lua_setglobal(L, name);
 }
@@ -1036,8 +1018,7 @@ static int lsetup(lua_State *L)
 
 static char *dup_text(const char *s, size_t n)
 {
-    if (n > RT_ERR_MAX)
-        n = RT_ERR_MAX;
+    if (n > RT_ERR_MAX) n = RT_ERR_MAX;
     char *p = malloc(n + 1);
     if (p) {
         memcpy(p, s, n);
@@ -1059,13 +1040,11 @@ static void take_error(lua_State *L, char **dst)
 struct rt *rt_new(const struct rt_config *cfg)
 {
     struct rt *rt = calloc(1, sizeof *rt);
-    if (!rt)
-        return NULL;
+    if (!rt) return NULL;
     rt->mem_limit = cfg && cfg->mem_limit ? cfg->mem_limit : RT_DEFAULT_MEM;
     rt->cpu_limit_ms = cfg ? cfg->cpu_limit_ms : 0;
     rt->interval = cfg && cfg->hook_interval ? cfg->hook_interval : RT_DEFAULT_INTERVAL;
-    if (rt->interval > (uint32_t)INT32_MAX)
-        rt->interval = INT32_MAX;
+    if (rt->interval > (uint32_t)INT32_MAX) rt->interval = INT32_MAX;
     rt->tmr_free = UINT32_MAX;
     rt->out = default_output;
     rt->cpu_start_ns = cpu_now_ns();
@@ -1077,6 +1056,7 @@ struct rt *rt_new(const struct rt_config *cfg)
         free(rt);
         return NULL;
     }
+    *xspace(rt->L) = 0; /* new threads copy the main thread's word */
     lua_setwarnf(rt->L, NULL, NULL);
     lua_sethook(rt->L, lhook, LUA_MASKCOUNT, (int)rt->interval);
     lua_pushcfunction(rt->L, lsetup);
@@ -1126,8 +1106,7 @@ const char *rt_last_error(struct rt *rt)
 
 void rt_free(struct rt *rt)
 {
-    if (!rt)
-        return;
+    if (!rt) return;
     lua_close(rt->L);
     free(rt->tmr);
     free(rt->heap);
@@ -1140,8 +1119,7 @@ void rt_free(struct rt *rt)
 
 static void sched_end(struct rt *rt, int status, const char *msg)
 {
-    if (rt->done)
-        return;
+    if (rt->done) return;
     rt->done = 1;
     rt->status = status;
     if (msg) {
@@ -1159,32 +1137,32 @@ static int lfmt_error(lua_State *L)
     return 1;
 }
 
-/* Pushes the formatted error of the failed thread co (error object on top of
- * co, which is popped). Never raises; pushes a fallback text on failure. */
-static void format_error(struct rt *rt, lua_State *co, const char *override)
+/* Pushes on the main state the message (msg, or else the error object on top
+ * of co, which is then popped) with the traceback of the failed thread co.
+ * Never raises; pushes a fallback text when formatting fails. */
+static void format_error(struct rt *rt, lua_State *co, const char *msg)
 {
     lua_State *L = rt->L;
+    if (!lua_checkstack(L, 4) || !lua_checkstack(co, 1)) {
+        lua_pushstring(L, msg ? msg : "(no memory to format the error)");
+        return;
+    }
     lua_pushcfunction(L, lfmt_error);
     lua_pushthread(co);
     lua_xmove(co, L, 1);
-    if (override) {
-        lua_pushstring(L, override);
-    } else {
+    if (msg)
+        lua_pushstring(L, msg);
+    else
         lua_xmove(co, L, 1);
-    }
-    if (override)
-        lua_pop(co, 1);
     if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
         lua_pop(L, 1);
-        lua_pushstring(L, override ? override : "(error while formatting an error)");
+        lua_pushstring(L, msg ? msg : "(error while formatting an error)");
     }
 }
 
 static void end_fatal(struct rt *rt, lua_State *co)
 {
     if (co) {
-        if (lua_gettop(co) == 0)
-            lua_pushnil(co);
         format_error(rt, co, rt->fatal_msg);
         const char *s = lua_tostring(rt->L, -1);
         sched_end(rt, rt->fatal, s ? s : rt->fatal_msg);
@@ -1206,16 +1184,14 @@ static void task_resume(struct rt *rt, struct rt_task *t)
     t->parked = 0;
     int st = lua_resume(co, rt->L, nargs, &nres);
     rt->current = NULL;
-    if (st == LUA_ERRMEM)
-        set_fatal(rt, RT_MEMORY);
+    if (st == LUA_ERRMEM) set_fatal(rt, RT_MEMORY);
     if (st == LUA_YIELD) {
         lua_pop(co, nres);
         if (rt->fatal) {
             end_fatal(rt, NULL);
             return;
         }
-        if (!t->parked)
-            rt_task_wake(rt, t); /* coroutine.yield() in a task: let others run */
+        if (!t->parked) rt_task_wake(rt, t); /* coroutine.yield() in a task: let others run */
         return;
     }
     if (st == LUA_OK) {
@@ -1273,23 +1249,19 @@ static int lsched(lua_State *L)
                 task_release(rt, t);
             else
                 task_resume(rt, t);
-            if (was_last)
-                break;
+            if (was_last) break;
         }
-        if (rt->done)
-            break;
+        if (rt->done) break;
         if (rt->fatal) {
             end_fatal(rt, NULL);
             break;
         }
-        if (rt->heap_len)
-            run_timers(rt, rt_now_ns());
+        if (rt->heap_len) run_timers(rt, rt_now_ns());
         if (rt->be.poll && rt->be.poll(rt->be.ctx, L) < 0) {
             sched_end(rt, RT_ERROR, "connection to the broker lost");
             break;
         }
-        if (rt->runq_head || rt->done)
-            continue;
+        if (rt->runq_head || rt->done) continue;
         int64_t next = rt->heap_len ? rt->tmr[rt->heap[0]].deadline : -1;
         if (rt->be.wait) {
             if (rt->be.wait(rt->be.ctx, L, next) < 0) {
@@ -1302,8 +1274,7 @@ static int lsched(lua_State *L)
             sched_end(rt, RT_ERROR, "deadlock: all tasks are blocked");
             break;
         }
-        if (rt->heap_len)
-            run_timers(rt, rt_now_ns());
+        if (rt->heap_len) run_timers(rt, rt_now_ns());
     }
     if (rt->fatal && rt->status != rt->fatal) {
         rt->done = 0;
@@ -1332,8 +1303,7 @@ int rt_run(struct rt *rt, const char *chunkname, const char *src, size_t len)
         sched_end(rt, RT_ERROR, rt->setup_error);
     } else {
         int st = luaL_loadbufferx(L, src, len, chunkname, "t");
-        if (st == LUA_ERRMEM)
-            set_fatal(rt, RT_MEMORY);
+        if (st == LUA_ERRMEM) set_fatal(rt, RT_MEMORY);
         if (rt->fatal) {
             lua_pop(L, 1);
             end_fatal(rt, NULL);
@@ -1345,8 +1315,7 @@ int rt_run(struct rt *rt, const char *chunkname, const char *src, size_t len)
             lua_pushcfunction(L, lsched);
             lua_insert(L, -2);
             st = lua_pcall(L, 1, 0, 0);
-            if (st == LUA_ERRMEM)
-                set_fatal(rt, RT_MEMORY);
+            if (st == LUA_ERRMEM) set_fatal(rt, RT_MEMORY);
             if (st != LUA_OK) {
                 if (rt->fatal) {
                     rt->done = 0;
@@ -1365,8 +1334,7 @@ int rt_run(struct rt *rt, const char *chunkname, const char *src, size_t len)
     rt->current = NULL;
     if (rt->be.finish) {
         lua_pushcfunction(L, lfinish);
-        if (lua_pcall(L, 0, 0, 0) != LUA_OK)
-            lua_pop(L, 1);
+        if (lua_pcall(L, 0, 0, 0) != LUA_OK) lua_pop(L, 1);
     }
     return rt->status;
 }

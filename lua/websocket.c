@@ -51,14 +51,14 @@
 #include "lua/rt.h"
 #include "shm/proto.h"
 
-#define WS_CTX_KEY "rt.websocket.ctx"
+#define WS_CTX_KEY   "rt.websocket.ctx"
 #define WS_CLIENT_MT "rt.websocket.client"
 
-#define WS_DEFAULT_DIAL_MS 30000u
-#define WS_DEFAULT_PING_MS 30000u
+#define WS_DEFAULT_DIAL_MS  30000u
+#define WS_DEFAULT_PING_MS  30000u
 #define WS_DEFAULT_CAPACITY 32u
-#define WS_MAX_THRESHOLD (100u * 1024u * 1024u)
-#define WS_MAX_READ_LIMIT (128u * 1024u * 1024u)
+#define WS_MAX_THRESHOLD    (100u * 1024u * 1024u)
+#define WS_MAX_READ_LIMIT   (128u * 1024u * 1024u)
 
 enum ws_state {
     WS_CONNECTING, /* CONNECT written, waiting for CONNECTED / CONNECT_FAIL */
@@ -89,65 +89,66 @@ struct ws_ping {
 struct ws_box;
 
 struct ws_conn {
-    struct rt_ws *ws;      /* owning context */
-    struct ws_conn *next;  /* next conn of the context */
-    uint32_t id;           /* connection id in records */
-    enum ws_state state;   /* see enum ws_state */
-    struct ws_box *box;    /* the client userdata, NULL before CONNECTED and after
-                              its __gc (weak: the box clears it) */
-    int zombie;            /* 1: free at the next reap */
-    char *url;             /* malloc'd copy of the URL the script gave */
+    struct rt_ws *ws;          /* owning context */
+    struct ws_conn *next;      /* next conn of the context */
+    uint32_t id;               /* connection id in records */
+    enum ws_state state;       /* see enum ws_state */
+    struct ws_box *box;        /* the client userdata, NULL before CONNECTED and after
+                                  its __gc (weak: the box clears it) */
+    int zombie;                /* 1: free at the next reap */
+    char *url;                 /* malloc'd copy of the URL the script gave */
     uint32_t read_timeout_ms;  /* option, 0 = none */
     uint32_t write_timeout_ms; /* option, 0 = none */
     uint32_t capacity;         /* channel capacity */
 
     /* CONNECT_FAIL */
-    int fail_kind;        /* enum proto_err_kind */
-    int fail_retryable;   /* RT_RETRY_* */
-    int fail_stage;       /* enum proto_stage */
-    int fail_status;      /* HTTP status, 0 = none */
-    char *fail_msg;       /* malloc'd */
+    int fail_kind;      /* enum proto_err_kind */
+    int fail_retryable; /* RT_RETRY_* */
+    int fail_stage;     /* enum proto_stage */
+    int fail_status;    /* HTTP status, 0 = none */
+    char *fail_msg;     /* malloc'd */
 
     /* CONNECTED */
-    char *protocol;       /* malloc'd negotiated subprotocol ("" when none) */
-    char *extensions;     /* malloc'd accepted extensions ("" when none) */
-    uint64_t tx_window;   /* bytes of SEND data we may have outstanding */
-    uint64_t tx_used;     /* bytes written and not yet returned by TX_CREDIT */
+    char *protocol;     /* malloc'd negotiated subprotocol ("" when none) */
+    char *extensions;   /* malloc'd accepted extensions ("" when none) */
+    uint64_t tx_window; /* bytes of SEND data we may have outstanding */
+    uint64_t tx_used;   /* bytes written and not yet returned by TX_CREDIT */
 
     /* receiving */
-    struct chan *ch;          /* the client's channel (anchored by ch_ref) */
-    int ch_ref;               /* registry reference of the channel userdata */
-    uint32_t credit_pending;  /* messages taken, not yet returned as CREDIT */
-    uint32_t credit_batch;    /* send CREDIT when credit_pending reaches this */
-    uint8_t *rx_buf;          /* message being assembled (Lua allocator), or NULL */
-    size_t rx_len;            /* bytes in rx_buf */
-    size_t rx_cap;            /* allocated bytes of rx_buf */
-    int rx_active;            /* 1 while a chunked message is incomplete */
+    struct chan *ch;         /* the client's channel (anchored by ch_ref) */
+    int ch_ref;              /* registry reference of the channel userdata */
+    uint32_t credit_pending; /* messages taken, not yet returned as CREDIT */
+    uint32_t credit_batch;   /* send CREDIT when credit_pending reaches this */
+    uint8_t *rx_buf;         /* message being assembled (Lua allocator), or NULL */
+    size_t rx_len;           /* bytes in rx_buf */
+    size_t rx_cap;           /* allocated bytes of rx_buf */
+    int rx_active;           /* 1 while a chunked message is incomplete */
 
     /* sending */
-    struct rt_task *sender;   /* task holding the send lock, NULL when free */
-    size_t send_off;          /* bytes of the current message written */
-    int send_begun;           /* 1 once the BEGIN chunk is written */
-    uint64_t send_timer;      /* write-timeout timer of the holder, 0 = none */
-    struct ws_err send_err;   /* OP_ERROR for SEND */
-    struct ws_err close_err;  /* OP_ERROR for CLOSE */
-    struct ws_err ping_err;   /* OP_ERROR for PING (given to failed pings) */
+    struct rt_task *sender;  /* task holding the send lock, NULL when free */
+    size_t send_off;         /* bytes of the current message written */
+    int send_begun;          /* 1 once the BEGIN chunk is written */
+    uint64_t send_timer;     /* write-timeout timer of the holder, 0 = none */
+    struct ws_err send_err;  /* OP_ERROR for SEND */
+    struct ws_err close_err; /* OP_ERROR for CLOSE */
+    struct ws_err ping_err;  /* OP_ERROR for PING (given to failed pings) */
 
     struct rt_task **waiters; /* tasks waiting for any change (malloc'd array) */
     size_t n_waiters;         /* used entries */
     size_t cap_waiters;       /* allocated entries */
     struct ws_ping *pings;    /* outstanding pings */
 
-    int script_closed;        /* 1 after close(), __close or __gc */
-    int close_deferred;       /* 1: CLOSE 1001 still to be written by flush */
-    int timed_out;            /* 1: we closed it after a write timeout */
+    int script_closed;   /* 1 after close(), __close or __gc */
+    int close_deferred;  /* 1: CLOSE 1001 still to be written by flush */
+    int timed_out;       /* 1: we closed it after a write timeout */
+    int connect_pending; /* 1 until connect() returned (it still uses the conn) */
 
     /* CLOSED */
-    int close_code;           /* close code (1005 none, 1006 dropped) */
-    int closed_by;            /* PROTO_BY_* */
-    int closed_kind;          /* enum proto_err_kind of the cause */
-    char *close_reason;       /* malloc'd */
-    char *close_msg;          /* malloc'd explanation, may be "" */
+    int close_code;     /* close code (1005 none, 1006 dropped) */
+    int closed_by;      /* PROTO_BY_* */
+    int closed_kind;    /* enum proto_err_kind of the cause */
+    char *close_reason; /* malloc'd */
+    char *close_msg;    /* malloc'd explanation, may be "" */
 };
 
 /* The client object (userdata, metatable WS_CLIENT_MT). */
@@ -212,8 +213,7 @@ static char *dup_n(const void *p, size_t n)
 {
     char *s = malloc(n + 1);
     if (s) {
-        if (n)
-            memcpy(s, p, n);
+        if (n) memcpy(s, p, n);
         s[n] = '\0';
     }
     return s;
@@ -272,15 +272,12 @@ static int utf8_valid(const unsigned char *s, size_t n)
         } else {
             return 0;
         }
-        if (n - i < len)
-            return 0;
+        if (n - i < len) return 0;
         for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return 0;
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
             cp = (cp << 6) | (s[i + k] & 0x3F);
         }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
         i += len;
     }
     return 1;
@@ -289,18 +286,15 @@ static int utf8_valid(const unsigned char *s, size_t n)
 /* HTTP token character (RFC 9110 tchar). */
 static int is_tchar(unsigned char c)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
     return c && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
 static int is_token(const char *s, size_t n)
 {
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     for (size_t i = 0; i < n; i++)
-        if (!is_tchar((unsigned char)s[i]))
-            return 0;
+        if (!is_tchar((unsigned char)s[i])) return 0;
     return 1;
 }
 
@@ -313,8 +307,7 @@ static void push_public_url(lua_State *L, const char *url)
     size_t alen = strcspn(auth, "/?#");
     const char *at = NULL;
     for (size_t i = 0; i < alen; i++)
-        if (auth[i] == '@')
-            at = auth + i;
+        if (auth[i] == '@') at = auth + i;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     luaL_addlstring(&b, url, (size_t)(auth - url));
@@ -337,8 +330,7 @@ static struct rt_ws *ws_get(lua_State *L)
 
 static struct ws_conn *ws_find(struct rt_ws *ws, uint32_t id)
 {
-    if (ws->last && ws->last->id == id)
-        return ws->last;
+    if (ws->last && ws->last->id == id) return ws->last;
     for (struct ws_conn *c = ws->conns; c; c = c->next) {
         if (c->id == id) {
             ws->last = c;
@@ -361,13 +353,11 @@ static void add_waiter(lua_State *L, struct ws_conn *c)
 {
     struct rt_task *t = rt_current_task(L);
     for (size_t i = 0; i < c->n_waiters; i++)
-        if (c->waiters[i] == t)
-            return;
+        if (c->waiters[i] == t) return;
     if (c->n_waiters == c->cap_waiters) {
         size_t nc = c->cap_waiters ? c->cap_waiters * 2 : 4;
         struct rt_task **nw = realloc(c->waiters, nc * sizeof *nw);
-        if (!nw)
-            luaL_error(L, "not enough memory");
+        if (!nw) luaL_error(L, "not enough memory");
         c->waiters = nw;
         c->cap_waiters = nc;
     }
@@ -391,11 +381,9 @@ static void conn_free(lua_State *L, struct ws_conn *c)
 {
     struct rt_ws *ws = c->ws;
     if (!ws->closing_state) {
-        if (c->send_timer)
-            rt_timer_cancel(ws->rt, c->send_timer);
+        if (c->send_timer) rt_timer_cancel(ws->rt, c->send_timer);
         for (struct ws_ping *p = c->pings; p; p = p->next)
-            if (p->timer)
-                rt_timer_cancel(ws->rt, p->timer);
+            if (p->timer) rt_timer_cancel(ws->rt, p->timer);
     }
     if (c->ch_ref != LUA_NOREF && c->ch_ref != LUA_REFNIL) {
         chan_set_take_hook(c->ch, NULL, NULL);
@@ -417,15 +405,15 @@ static void conn_free(lua_State *L, struct ws_conn *c)
     free(c->extensions);
     free(c->close_reason);
     free(c->close_msg);
-    if (ws->last == c)
-        ws->last = NULL;
+    if (ws->last == c) ws->last = NULL;
     free(c);
 }
 
 /* Marks c for freeing if nothing can use it any more. */
 static void conn_maybe_zombie(struct ws_conn *c)
 {
-    if (!c->box && (c->state == WS_CLOSED || c->state == WS_FAILED) && c->n_waiters == 0) {
+    if (!c->box && !c->connect_pending && (c->state == WS_CLOSED || c->state == WS_FAILED) &&
+        c->n_waiters == 0) {
         c->zombie = 1;
         c->ws->reap = 1;
     }
@@ -433,8 +421,7 @@ static void conn_maybe_zombie(struct ws_conn *c)
 
 static void ws_reap(struct rt_ws *ws, lua_State *L)
 {
-    if (!ws->reap)
-        return;
+    if (!ws->reap) return;
     ws->reap = 0;
     struct ws_conn **pp = &ws->conns;
     while (*pp) {
@@ -452,18 +439,15 @@ static void ws_reap(struct rt_ws *ws, lua_State *L)
 static void take_hook(void *ctx, struct chan *ch)
 {
     struct ws_conn *c = ctx;
-    if (c->state == WS_CLOSED || c->state == WS_FAILED)
-        return;
-    c->credit_pending++;
-    if (c->credit_pending < c->credit_batch)
-        return;
+    if (c->state == WS_CLOSED || c->state == WS_FAILED) return;
     struct rt_ws *ws = c->ws;
+    c->credit_pending++;
+    ws->dirty = 1; /* the rest goes out before the worker sleeps */
+    if (c->credit_pending < c->credit_batch) return;
     uint32_t n = c->credit_pending;
     if (ws->bridge &&
         rt_bridge_try_write(ws->bridge, PROTO_CREDIT, 0, c->id, &n, sizeof n, NULL, 0) == 0)
         c->credit_pending = 0;
-    else
-        ws->dirty = 1;
 }
 
 /* Writes CLOSE 1001 now if the ring has room, else defers it to flush. */
@@ -471,8 +455,7 @@ static void close_nowait(struct ws_conn *c)
 {
     struct rt_ws *ws = c->ws;
     c->script_closed = 1;
-    if (c->state != WS_OPEN)
-        return;
+    if (c->state != WS_OPEN) return;
     c->state = WS_CLOSING;
     struct proto_close pc = {.code = 1001, .reason_len = 0};
     if (!ws->bridge ||
@@ -484,42 +467,35 @@ static void close_nowait(struct ws_conn *c)
 
 int rt_ws_flush(struct rt_ws *ws, lua_State *L)
 {
-    if (L)
-        ws_reap(ws, L);
-    if (!ws->dirty || !ws->bridge)
-        return 0;
+    if (L) ws_reap(ws, L);
+    if (!ws->dirty || !ws->bridge) return 0;
     ws->dirty = 0;
     /* The list is not changed during this walk: dispatch and finalizers
      * only mark zombies; they are freed by ws_reap. */
     for (struct ws_conn *c = ws->conns; c; c = c->next) {
-        if (!ws->bridge)
-            return -1;
+        if (!ws->bridge) return -1;
         if (c->close_deferred) {
             struct proto_close pc = {.code = 1001, .reason_len = 0};
-            int r = L ? rt_bridge_write(ws->bridge, L, PROTO_CLOSE, 0, c->id, &pc, sizeof pc,
-                                        NULL, 0)
-                      : rt_bridge_try_write(ws->bridge, PROTO_CLOSE, 0, c->id, &pc, sizeof pc,
-                                            NULL, 0);
+            int r =
+                L ? rt_bridge_write(ws->bridge, L, PROTO_CLOSE, 0, c->id, &pc, sizeof pc, NULL, 0)
+                  : rt_bridge_try_write(ws->bridge, PROTO_CLOSE, 0, c->id, &pc, sizeof pc, NULL, 0);
             if (r == SHM_EAGAIN) {
                 ws->dirty = 1;
                 continue;
             }
-            if (r < 0)
-                return r;
+            if (r < 0) return r;
             c->close_deferred = 0;
         }
         if (c->credit_pending && (c->state == WS_OPEN || c->state == WS_CLOSING)) {
             uint32_t n = c->credit_pending;
-            int r = L ? rt_bridge_write(ws->bridge, L, PROTO_CREDIT, 0, c->id, &n, sizeof n,
-                                        NULL, 0)
-                      : rt_bridge_try_write(ws->bridge, PROTO_CREDIT, 0, c->id, &n, sizeof n,
-                                            NULL, 0);
+            int r =
+                L ? rt_bridge_write(ws->bridge, L, PROTO_CREDIT, 0, c->id, &n, sizeof n, NULL, 0)
+                  : rt_bridge_try_write(ws->bridge, PROTO_CREDIT, 0, c->id, &n, sizeof n, NULL, 0);
             if (r == SHM_EAGAIN) {
                 ws->dirty = 1;
                 continue;
             }
-            if (r < 0)
-                return r;
+            if (r < 0) return r;
             c->credit_pending -= n;
         }
     }
@@ -528,8 +504,7 @@ int rt_ws_flush(struct rt_ws *ws, lua_State *L)
 
 void rt_ws_finish(struct rt_ws *ws)
 {
-    if (!ws->bridge)
-        return;
+    if (!ws->bridge) return;
     for (struct ws_conn *c = ws->conns; c; c = c->next) {
         if (c->state == WS_OPEN || c->close_deferred) {
             struct proto_close pc = {.code = 1001, .reason_len = 0};
@@ -554,8 +529,7 @@ static int lws_ctx_gc(lua_State *L)
     while (ws->conns) {
         struct ws_conn *c = ws->conns;
         ws->conns = c->next;
-        if (c->box)
-            c->box->c = NULL;
+        if (c->box) c->box->c = NULL;
         conn_free(L, c);
     }
     return 0;
@@ -609,8 +583,7 @@ static int on_msg(struct rt_ws *ws, lua_State *L, struct ws_conn *c, const struc
 {
     int binary = (rec->flags & PROTO_F_BINARY) != 0;
     int more = (rec->flags & PROTO_F_MORE) != 0;
-    if (c->state != WS_OPEN && c->state != WS_CLOSING)
-        return 0;
+    if (c->state != WS_OPEN && c->state != WS_CLOSING) return 0;
     if (!c->rx_active && !more) {
         push_message(L, binary, p, rec->len);
         return deliver(ws, L, c);
@@ -626,9 +599,15 @@ static int on_msg(struct rt_ws *ws, lua_State *L, struct ws_conn *c, const struc
         void *ud;
         lua_Alloc f = lua_getallocf(L, &ud);
         void *nb = f(ud, c->rx_buf, c->rx_buf ? c->rx_cap : 0, nc);
+        if (!nb) {
+            /* Like Lua itself: one retry after a full collection. */
+            lua_gc(L, LUA_GCCOLLECT);
+            nb = f(ud, c->rx_buf, c->rx_buf ? c->rx_cap : 0, nc);
+        }
         if (!nb)
-            return luaL_error(L, "not enough memory for a received message of more than %d "
-                                 "bytes (memory cap)",
+            return luaL_error(L,
+                              "not enough memory for a received message of more than %d "
+                              "bytes (memory cap)",
                               (int)(c->rx_len + rec->len));
         c->rx_buf = nb;
         c->rx_cap = nc;
@@ -636,12 +615,10 @@ static int on_msg(struct rt_ws *ws, lua_State *L, struct ws_conn *c, const struc
     memcpy(c->rx_buf + c->rx_len, p, rec->len);
     c->rx_len += rec->len;
     c->rx_active = 1;
-    if (more)
-        return 0;
+    if (more) return 0;
     push_message(L, binary, c->rx_buf, c->rx_len);
     /* Large buffers go back to the allocator; small ones are reused. */
-    if (c->rx_cap > 256 * 1024)
-        rx_free(L, c);
+    if (c->rx_cap > 256 * 1024) rx_free(L, c);
     c->rx_len = 0;
     c->rx_active = 0;
     return deliver(ws, L, c);
@@ -652,8 +629,7 @@ static void fail_pings(struct ws_conn *c, int result)
     for (struct ws_ping *p = c->pings; p; p = p->next) {
         if (p->result == 0) {
             p->result = result;
-            if (p->timer)
-                rt_timer_cancel(c->ws->rt, p->timer);
+            if (p->timer) rt_timer_cancel(c->ws->rt, p->timer);
             p->timer = 0;
             rt_task_wake(c->ws->rt, p->task);
         }
@@ -697,8 +673,7 @@ static void on_closed(struct rt_ws *ws, lua_State *L, struct ws_conn *c, const v
     c->close_deferred = 0;
     c->credit_pending = 0;
     rx_free(L, c);
-    if (c->ch)
-        chan_close(L, c->ch);
+    if (c->ch) chan_close(L, c->ch);
     if (c->send_timer) {
         rt_timer_cancel(ws->rt, c->send_timer);
         c->send_timer = 0;
@@ -711,8 +686,7 @@ static void on_closed(struct rt_ws *ws, lua_State *L, struct ws_conn *c, const v
 static void on_op_error(struct ws_conn *c, const void *p, uint32_t len)
 {
     struct proto_error pe;
-    if (len < sizeof pe)
-        return;
+    if (len < sizeof pe) return;
     memcpy(&pe, p, sizeof pe);
     const char *msg = (const char *)p + sizeof pe;
     size_t mlen = (uint64_t)sizeof pe + pe.msg_len <= len ? pe.msg_len : 0;
@@ -748,18 +722,15 @@ static void on_op_error(struct ws_conn *c, const void *p, uint32_t len)
 int rt_ws_dispatch(struct rt_ws *ws, lua_State *L, const struct shm_rec *rec, const void *p)
 {
     struct ws_conn *c = ws_find(ws, rec->conn);
-    if (!c || c->zombie)
-        return 0;
+    if (!c || c->zombie) return 0;
     switch (rec->type) {
     case PROTO_CONNECTED: {
         struct proto_connected pc;
-        if (c->state != WS_CONNECTING || rec->len < sizeof pc)
-            return 0;
+        if (c->state != WS_CONNECTING || rec->len < sizeof pc) return 0;
         memcpy(&pc, p, sizeof pc);
         const char *s = (const char *)p + sizeof pc;
         size_t plen = pc.protocol_len, elen = pc.extensions_len;
-        if ((uint64_t)sizeof pc + plen + elen > rec->len)
-            plen = elen = 0;
+        if ((uint64_t)sizeof pc + plen + elen > rec->len) plen = elen = 0;
         c->protocol = dup_n(s, plen);
         c->extensions = dup_n(s + plen, elen);
         c->tx_window = pc.tx_window;
@@ -769,11 +740,9 @@ int rt_ws_dispatch(struct rt_ws *ws, lua_State *L, const struct shm_rec *rec, co
     }
     case PROTO_CONNECT_FAIL: {
         struct proto_error pe;
-        if (c->state != WS_CONNECTING)
-            return 0;
+        if (c->state != WS_CONNECTING) return 0;
         memset(&pe, 0, sizeof pe);
-        if (rec->len >= sizeof pe)
-            memcpy(&pe, p, sizeof pe);
+        if (rec->len >= sizeof pe) memcpy(&pe, p, sizeof pe);
         size_t mlen = (uint64_t)sizeof pe + pe.msg_len <= rec->len ? pe.msg_len : 0;
         c->state = WS_FAILED;
         c->fail_kind = pe.kind < PROTO_EK_COUNT ? pe.kind : PROTO_EK_INTERNAL;
@@ -789,8 +758,7 @@ int rt_ws_dispatch(struct rt_ws *ws, lua_State *L, const struct shm_rec *rec, co
         return on_msg(ws, L, c, rec, p);
     case PROTO_TX_CREDIT: {
         uint64_t n;
-        if (rec->len < sizeof n)
-            return 0;
+        if (rec->len < sizeof n) return 0;
         memcpy(&n, p, sizeof n);
         c->tx_used = n > c->tx_used ? 0 : c->tx_used - n;
         wake_all(c);
@@ -798,14 +766,12 @@ int rt_ws_dispatch(struct rt_ws *ws, lua_State *L, const struct shm_rec *rec, co
     }
     case PROTO_PONG: {
         uint64_t token;
-        if (rec->len < sizeof token)
-            return 0;
+        if (rec->len < sizeof token) return 0;
         memcpy(&token, p, sizeof token);
         for (struct ws_ping *pg = c->pings; pg; pg = pg->next) {
             if (pg->token == token && pg->result == 0) {
                 pg->result = 1;
-                if (pg->timer)
-                    rt_timer_cancel(ws->rt, pg->timer);
+                if (pg->timer) rt_timer_cancel(ws->rt, pg->timer);
                 pg->timer = 0;
                 rt_task_wake(ws->rt, pg->task);
                 break;
@@ -814,8 +780,7 @@ int rt_ws_dispatch(struct rt_ws *ws, lua_State *L, const struct shm_rec *rec, co
         return 0;
     }
     case PROTO_CLOSED:
-        if (c->state != WS_CLOSED && c->state != WS_FAILED)
-            on_closed(ws, L, c, p, rec->len);
+        if (c->state != WS_CLOSED && c->state != WS_FAILED) on_closed(ws, L, c, p, rec->len);
         return 0;
     case PROTO_OP_ERROR:
         on_op_error(c, p, rec->len);
@@ -895,14 +860,12 @@ static int send_k(lua_State *L, int status, lua_KContext kctx)
     struct rt_ws *ws = c->ws;
 
     if (c->sender && c->sender != me) {
-        if (c->state != WS_OPEN || c->script_closed)
-            return closed_return(L, 1, c);
+        if (c->state != WS_OPEN || c->script_closed) return closed_return(L, 1, c);
         add_waiter(L, c);
         return rt_park(L, send_k, 0);
     }
     if (!c->sender) {
-        if (!usable(c))
-            return closed_return(L, 1, c);
+        if (!usable(c)) return closed_return(L, 1, c);
         c->sender = me;
         c->send_off = 0;
         c->send_begun = 0;
@@ -944,13 +907,10 @@ static int send_k(lua_State *L, int status, lua_KContext kctx)
         size_t left = len - c->send_off;
         uint64_t room = c->send_begun ? max : max - sizeof(uint64_t);
         uint64_t n = left < room ? left : room;
-        if (n > avail)
-            n = avail;
-        if (n == 0 && left > 0)
-            break; /* window exhausted: wait for TX_CREDIT */
+        if (n > avail) n = avail;
+        if (n == 0 && left > 0) break; /* window exhausted: wait for TX_CREDIT */
         uint16_t flags = binary ? PROTO_F_BINARY : 0;
-        if (c->send_off + n < len)
-            flags |= PROTO_F_MORE;
+        if (c->send_off + n < len) flags |= PROTO_F_MORE;
         int r;
         if (!c->send_begun) {
             uint64_t total = len;
@@ -983,8 +943,7 @@ static int lsend(lua_State *L)
     luaL_argcheck(L, type == WS_TEXT || type == WS_BINARY, 3,
                   "must be websocket.TEXT or websocket.BINARY");
     struct ws_conn *c = box->c;
-    if (!usable(c))
-        return c && !c->ws->bridge ? link_broken_return(L, 1) : closed_return(L, 1, c);
+    if (!usable(c)) return c && !c->ws->bridge ? link_broken_return(L, 1) : closed_return(L, 1, c);
     size_t len;
     const char *data = lua_tolstring(L, 2, &len);
     if (len > PROTO_MAX_MESSAGE)
@@ -998,8 +957,7 @@ static int lsend(lua_State *L)
     lua_pushinteger(L, type);
     lua_replace(L, 3);
     int64_t deadline = 0;
-    if (c->write_timeout_ms)
-        deadline = rt_now_ns() + (int64_t)c->write_timeout_ms * 1000000;
+    if (c->write_timeout_ms) deadline = rt_now_ns() + (int64_t)c->write_timeout_ms * 1000000;
     lua_pushinteger(L, (lua_Integer)deadline);
     return send_k(L, LUA_OK, 0);
 }
@@ -1012,8 +970,7 @@ static void ping_unlink(struct ws_conn *c, struct ws_ping *p)
             break;
         }
     }
-    if (p->timer)
-        rt_timer_cancel(c->ws->rt, p->timer);
+    if (p->timer) rt_timer_cancel(c->ws->rt, p->timer);
     free(p);
 }
 
@@ -1032,8 +989,7 @@ static int ping_k(lua_State *L, int status, lua_KContext kctx)
     struct ws_box *box = lua_touserdata(L, 1);
     struct ws_conn *c = box->c;
     struct ws_ping *p = (struct ws_ping *)kctx;
-    if (p->result == 0)
-        return rt_park(L, ping_k, kctx);
+    if (p->result == 0) return rt_park(L, ping_k, kctx);
     int result = p->result;
     ping_unlink(c, p);
     switch (result) {
@@ -1041,13 +997,11 @@ static int ping_k(lua_State *L, int status, lua_KContext kctx)
         lua_pushboolean(L, 1);
         return 1;
     case 2:
-        return rt_err_return(L, 1, PROTO_EK_TIMEOUT, RT_RETRY_YES,
-                             "no pong within %u ms",
-                             (unsigned)(c->read_timeout_ms ? c->read_timeout_ms
-                                                           : WS_DEFAULT_PING_MS));
+        return rt_err_return(
+            L, 1, PROTO_EK_TIMEOUT, RT_RETRY_YES, "no pong within %u ms",
+            (unsigned)(c->read_timeout_ms ? c->read_timeout_ms : WS_DEFAULT_PING_MS));
     case 4:
-        if (c->ping_err.set)
-            return err_return_saved(L, 1, &c->ping_err);
+        if (c->ping_err.set) return err_return_saved(L, 1, &c->ping_err);
         return closed_return(L, 1, c);
     default:
         return closed_return(L, 1, c);
@@ -1059,18 +1013,16 @@ static int lping(lua_State *L)
 {
     struct ws_box *box = check_box(L);
     struct ws_conn *c = box->c;
-    if (!usable(c))
-        return c && !c->ws->bridge ? link_broken_return(L, 1) : closed_return(L, 1, c);
+    if (!usable(c)) return c && !c->ws->bridge ? link_broken_return(L, 1) : closed_return(L, 1, c);
     struct rt_ws *ws = c->ws;
     struct ws_ping *p = calloc(1, sizeof *p);
-    if (!p)
-        return luaL_error(L, "not enough memory");
+    if (!p) return luaL_error(L, "not enough memory");
     p->token = ++ws->next_token;
     p->task = rt_current_task(L);
     p->next = c->pings;
     c->pings = p;
-    if (rt_bridge_write(ws->bridge, L, PROTO_PING, 0, c->id, &p->token, sizeof p->token, NULL,
-                        0) < 0) {
+    if (rt_bridge_write(ws->bridge, L, PROTO_PING, 0, c->id, &p->token, sizeof p->token, NULL, 0) <
+        0) {
         ping_unlink(c, p);
         return link_broken_return(L, 1);
     }
@@ -1183,8 +1135,7 @@ static int lchannel(lua_State *L)
 {
     struct ws_box *box = check_box(L);
     struct ws_conn *c = box->c;
-    if (!c || c->ch_ref == LUA_NOREF)
-        return luaL_error(L, "client has no channel");
+    if (!c || c->ch_ref == LUA_NOREF) return luaL_error(L, "client has no channel");
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ch_ref);
     return 1;
 }
@@ -1194,10 +1145,8 @@ static int lchannel(lua_State *L)
 static void client_release(struct ws_box *box, int collect)
 {
     struct ws_conn *c = box->c;
-    if (!c)
-        return;
-    if (!c->script_closed)
-        close_nowait(c);
+    if (!c) return;
+    if (!c->script_closed) close_nowait(c);
     if (collect) {
         box->c = NULL;
         c->box = NULL;
@@ -1249,8 +1198,7 @@ static int opt_error(lua_State *L, const char *opt, const char *fmt, ...)
     int n = snprintf(msg, sizeof msg, "invalid option '%s': ", opt);
     va_list ap;
     va_start(ap, fmt);
-    if (n > 0 && (size_t)n < sizeof msg)
-        vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    if (n > 0 && (size_t)n < sizeof msg) vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
     va_end(ap);
     lua_createtable(L, 0, 1);
     lua_pushstring(L, opt);
@@ -1269,8 +1217,7 @@ static int opt_duration(lua_State *L, int idx, const char *name, uint32_t *ms)
     const char *why = "";
     if (lua_type(L, idx) != LUA_TNUMBER && lua_type(L, idx) != LUA_TSTRING)
         return opt_error(L, name, "must be a duration (milliseconds or a string such as \"5s\")");
-    if (rt_duration_arg(L, idx, 1000000, &ns, &why) < 0)
-        return opt_error(L, name, "%s", why);
+    if (rt_duration_arg(L, idx, 1000000, &ns, &why) < 0) return opt_error(L, name, "%s", why);
     int64_t v = ns / 1000000 + (ns % 1000000 ? 1 : 0);
     *ms = v > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
     return 0;
@@ -1282,8 +1229,7 @@ static int opt_int(lua_State *L, int idx, const char *name, lua_Integer lo, lua_
 {
     int isnum = 0;
     lua_Integer v = 0;
-    if (lua_type(L, idx) == LUA_TNUMBER)
-        v = lua_tointegerx(L, idx, &isnum);
+    if (lua_type(L, idx) == LUA_TNUMBER) v = lua_tointegerx(L, idx, &isnum);
     if (!isnum || v < lo || v > hi)
         return opt_error(L, name, "must be an integer from %lld to %lld", (long long)lo,
                          (long long)hi);
@@ -1295,8 +1241,7 @@ static int reserved_header(const char *s, size_t n)
 {
     static const char *const names[] = {"host", "upgrade", "connection"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strlen(names[i]) == n && strncasecmp(s, names[i], n) == 0)
-            return 1;
+        if (strlen(names[i]) == n && strncasecmp(s, names[i], n) == 0) return 1;
     return n >= 14 && strncasecmp(s, "sec-websocket-", 14) == 0;
 }
 
@@ -1319,8 +1264,7 @@ static int check_headers(lua_State *L, int idx, struct ws_opts *o)
                              name);
         for (size_t i = 0; i < vl; i++)
             if (val[i] == '\r' || val[i] == '\n' || val[i] == '\0')
-                return opt_error(L, "headers", "value of header '%s' contains CR, LF or NUL",
-                                 name);
+                return opt_error(L, "headers", "value of header '%s' contains CR, LF or NUL", name);
         if (nl + vl > PROTO_MAX_HEADER_BYTES)
             return opt_error(L, "headers", "header '%s' is longer than %u bytes", name,
                              (unsigned)PROTO_MAX_HEADER_BYTES);
@@ -1336,8 +1280,7 @@ static int check_headers(lua_State *L, int idx, struct ws_opts *o)
 /* Validates the protocols array at idx. Returns 0 or pushes the error. */
 static int check_protocols(lua_State *L, int idx, struct ws_opts *o)
 {
-    if (!lua_istable(L, idx))
-        return opt_error(L, "protocols", "must be an array of strings");
+    if (!lua_istable(L, idx)) return opt_error(L, "protocols", "must be an array of strings");
     lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
     lua_Integer keys = 0;
     lua_pushnil(L);
@@ -1345,8 +1288,7 @@ static int check_protocols(lua_State *L, int idx, struct ws_opts *o)
         keys++;
         lua_pop(L, 1);
     }
-    if (keys != n)
-        return opt_error(L, "protocols", "must be an array (a sequence) of strings");
+    if (keys != n) return opt_error(L, "protocols", "must be an array (a sequence) of strings");
     if (n > (lua_Integer)PROTO_MAX_PROTOCOLS)
         return opt_error(L, "protocols", "more than %u protocols", (unsigned)PROTO_MAX_PROTOCOLS);
     for (lua_Integer i = 1; i <= n; i++) {
@@ -1360,8 +1302,7 @@ static int check_protocols(lua_State *L, int idx, struct ws_opts *o)
             lua_rawgeti(L, idx, j);
             int same = lua_rawequal(L, -1, -2);
             lua_pop(L, 1);
-            if (same)
-                return opt_error(L, "protocols", "'%s' is listed twice", s);
+            if (same) return opt_error(L, "protocols", "'%s' is listed twice", s);
         }
         o->var_bytes += 2 + len;
         lua_pop(L, 1);
@@ -1379,8 +1320,7 @@ static int parse_options(lua_State *L, int idx, struct ws_opts *o)
     memset(o, 0, sizeof *o);
     o->dial_ms = WS_DEFAULT_DIAL_MS;
     o->capacity = WS_DEFAULT_CAPACITY;
-    if (!idx)
-        return 0;
+    if (!idx) return 0;
     int have_headers = 0, have_protocols = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -1404,14 +1344,14 @@ static int parse_options(lua_State *L, int idx, struct ws_opts *o)
         } else if (strcmp(k, "compression") == 0) {
             int isnum = 0, ok = 0;
             lua_Integer m = 0;
-            if (lua_type(L, v) == LUA_TNUMBER)
-                m = lua_tointegerx(L, v, &isnum);
+            if (lua_type(L, v) == LUA_TNUMBER) m = lua_tointegerx(L, v, &isnum);
             for (size_t i = 0; isnum && i < sizeof compression_modes / sizeof compression_modes[0];
                  i++)
                 ok |= compression_modes[i].value == m;
             if (!ok)
-                return opt_error(L, k, "must be one of websocket.COMPRESSION.DISABLED (0), "
-                                       "CONTEXT_TAKEOVER (1) or NO_CONTEXT (2)");
+                return opt_error(L, k,
+                                 "must be one of websocket.COMPRESSION.DISABLED (0), "
+                                 "CONTEXT_TAKEOVER (1) or NO_CONTEXT (2)");
             o->compression = (uint8_t)m;
         } else if (strcmp(k, "compression_threshold") == 0) {
             r = opt_int(L, v, k, 0, WS_MAX_THRESHOLD, &o->threshold);
@@ -1422,8 +1362,7 @@ static int parse_options(lua_State *L, int idx, struct ws_opts *o)
         } else {
             return opt_error(L, k, "unknown option");
         }
-        if (r)
-            return r;
+        if (r) return r;
         lua_settop(L, v - 1); /* keep the key for lua_next */
     }
     if (have_headers) {
@@ -1475,12 +1414,15 @@ static int connect_k(lua_State *L, int status, lua_KContext kctx)
         rt_err_push(L, c->fail_kind, c->fail_retryable, details,
                     c->fail_msg && c->fail_msg[0] ? c->fail_msg : "connection failed");
         lua_remove(L, details);
+        c->connect_pending = 0;
         conn_maybe_zombie(c);
         return 2;
     }
+    /* CONNECTED; MSG and even CLOSED may have followed already. */
     struct ws_box *box = lua_newuserdatauv(L, sizeof *box, 0);
     box->c = c;
     c->box = box;
+    c->connect_pending = 0;
     luaL_setmetatable(L, WS_CLIENT_MT);
     return 1;
 }
@@ -1489,23 +1431,20 @@ static int connect_k(lua_State *L, int status, lua_KContext kctx)
 static int lconnect(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TSTRING);
-    if (!lua_isnoneornil(L, 2))
-        luaL_checktype(L, 2, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     struct rt_ws *ws = ws_get(L);
     if (!ws || !ws->bridge)
         return rt_err_return(L, 0, PROTO_EK_INTERNAL, RT_RETRY_NO, "no context");
     struct ws_opts o;
     int r = parse_options(L, lua_isnil(L, 2) ? 0 : 2, &o);
-    if (r)
-        return r;
+    if (r) return r;
     size_t url_len;
     const char *url = lua_tolstring(L, 1, &url_len);
     if (url_len > PROTO_MAX_URL)
-        return rt_err_return(L, 0, PROTO_EK_INVALID, RT_RETRY_NO,
-                             "URL is longer than %u bytes", (unsigned)PROTO_MAX_URL);
-    if (url_len == 0)
-        return rt_err_return(L, 0, PROTO_EK_INVALID, RT_RETRY_NO, "URL is empty");
+        return rt_err_return(L, 0, PROTO_EK_INVALID, RT_RETRY_NO, "URL is longer than %u bytes",
+                             (unsigned)PROTO_MAX_URL);
+    if (url_len == 0) return rt_err_return(L, 0, PROTO_EK_INVALID, RT_RETRY_NO, "URL is empty");
     size_t total = sizeof(struct proto_connect) + url_len + o.var_bytes;
     uint32_t max = rt_bridge_max_payload(ws->bridge);
     if (total > max)
@@ -1551,8 +1490,7 @@ static int lconnect(lua_State *L)
     }
 
     struct ws_conn *c = calloc(1, sizeof *c);
-    if (!c)
-        return luaL_error(L, "not enough memory");
+    if (!c) return luaL_error(L, "not enough memory");
     c->ws = ws;
     c->ch_ref = LUA_NOREF;
     c->url = dup_n(url, url_len);
@@ -1562,6 +1500,7 @@ static int lconnect(lua_State *L)
     }
     c->id = ++ws->next_id;
     c->state = WS_CONNECTING;
+    c->connect_pending = 1;
     c->read_timeout_ms = o.read_ms;
     c->write_timeout_ms = o.write_ms;
     c->capacity = o.capacity;
@@ -1575,6 +1514,7 @@ static int lconnect(lua_State *L)
     if (rt_bridge_write(ws->bridge, L, PROTO_CONNECT, 0, c->id, buf, (uint32_t)total, NULL, 0) <
         0) {
         c->state = WS_FAILED;
+        c->connect_pending = 0;
         conn_maybe_zombie(c);
         return link_broken_return(L, 0);
     }
@@ -1593,8 +1533,7 @@ static int lproxy_next(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 2);
-    if (lua_next(L, 1))
-        return 2;
+    if (lua_next(L, 1)) return 2;
     lua_pushnil(L);
     return 1;
 }
@@ -1612,8 +1551,8 @@ static int lproxy_pairs(lua_State *L)
 /* Replaces the table on top with a read-only proxy of it. [-1, +1] */
 static void make_readonly(lua_State *L)
 {
-    lua_newtable(L);           /* t proxy */
-    lua_createtable(L, 0, 4);  /* t proxy mt */
+    lua_newtable(L);          /* t proxy */
+    lua_createtable(L, 0, 4); /* t proxy mt */
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, lreadonly);
@@ -1622,8 +1561,8 @@ static void make_readonly(lua_State *L)
     lua_setfield(L, -2, "__pairs");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);   /* t proxy */
-    lua_remove(L, -2);         /* proxy */
+    lua_setmetatable(L, -2); /* t proxy */
+    lua_remove(L, -2);       /* proxy */
 }
 
 static const luaL_Reg client_methods[] = {

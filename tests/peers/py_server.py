@@ -14,6 +14,7 @@ SIGINT closes every connection with 1001 and exits 0.
 
 import argparse
 import asyncio
+import http
 import json
 import signal
 import ssl
@@ -65,7 +66,7 @@ def select_subprotocol(client_protocols, server_protocols):
 async def process_request(path, headers):
     """Unknown paths are refused with HTTP 404 before the upgrade."""
     if urlsplit(path).path not in PATHS:
-        return (404, [("Content-Type", "text/plain")], b"unknown path\n")
+        return (http.HTTPStatus.NOT_FOUND, [("Content-Type", "text/plain")], b"unknown path\n")
     return None
 
 

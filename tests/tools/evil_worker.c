@@ -14,6 +14,8 @@
  * up; exit 0 = "ok" passed; exit 1 = usage or an allowed operation failed.
  * Output goes to stdout (fd 1 is on the allowed list for this tool; the
  * "write_other" attempt writes to fd 2, which is kept open but not allowed).
+ * Send stdout to a pipe or a terminal, not to a regular file: RLIMIT_FSIZE 0
+ * ends any write that would grow a file with SIGXFSZ.
  *
  * Layer: tests/tools. Links libhost.a for sandbox/; no Lua, no libwebsockets. */
 #include "sandbox/sandbox.h"

@@ -642,7 +642,7 @@ static void test_chunk_flags_and_reasm(void)
 
 /* ---- two processes ---- */
 
-#define XP_RECORDS 10000000ull /* per direction */
+#define XP_RECORDS 5000000ull /* per direction: 10 million exchanged */
 
 struct xp_side {
     struct shm_tx *tx;
@@ -1075,7 +1075,7 @@ int suite_shm(void)
         !CU_add_test(s, "wake-up flags and eventfds", test_wakeup_flags) ||
         !CU_add_test(s, "chunk flags and reassembly", test_chunk_flags_and_reasm) ||
         !CU_add_test(s, "3 MiB chunked across threads", test_chunks_threads) ||
-        !CU_add_test(s, "two processes, 10M records each way", test_two_processes) ||
+        !CU_add_test(s, "two processes, 10M records (5M each way)", test_two_processes) ||
         !CU_add_test(s, "hostile headers and heads", test_hostile_headers) ||
         !CU_add_test(s, "hostile tail vs broker tx", test_hostile_tail) ||
         !CU_add_test(s, "hostile writer flipping bytes", test_hostile_flipper))

@@ -21,7 +21,10 @@ struct uvec {
     size_t bad_at;    /* index of the first invalid byte for V_BAD */
 };
 
-#define V(name, lit, kind, at) {name, lit, sizeof lit - 1, kind, at}
+#define V(name, lit, kind, at)                                                                     \
+    {                                                                                              \
+        name, lit, sizeof lit - 1, kind, at                                                        \
+    }
 
 static const struct uvec vecs[] = {
     V("empty", "", V_OK, 0),
@@ -59,13 +62,14 @@ static const struct uvec vecs[] = {
     V("truncated 4-byte", "\xF0\x9F\x98", V_TRUNC, 0),
     V("long ascii then bad", "0123456789abcdefghijklmnopqrstuv\x80", V_BAD, 32),
     V("long ascii then 4-byte", "0123456789abcdefghijklmnopqrstu\xF0\x9F\x98\x80xyz", V_OK, 0),
-    V("bad in middle of long text", "0123456789abcdef\xC3\xA9""0123456789ab\xED\xA0\x80zz", V_BAD,
-      31),
+    V("bad in middle of long text",
+      "0123456789abcdef\xC3\xA9"
+      "0123456789ab\xED\xA0\x80zz",
+      V_BAD, 31),
 };
 
 /* Feeds pieces split at the given cut points; returns V_* and the position. */
-static int feed_pieces(const uint8_t *p, size_t n, const size_t *cuts, size_t ncuts,
-                       size_t *bad_at)
+static int feed_pieces(const uint8_t *p, size_t n, const size_t *cuts, size_t ncuts, size_t *bad_at)
 {
     struct ws_utf8 u;
     ws_utf8_init(&u);
@@ -90,8 +94,7 @@ static void check_vec(const struct uvec *v)
     if (k != v->kind || (k == V_BAD && at != v->bad_at))
         fprintf(stderr, "\nutf8 vector '%s' whole: kind %d at %zu\n", v->name, k, at);
     CU_ASSERT_EQUAL(k, v->kind);
-    if (k == V_BAD)
-        CU_ASSERT_EQUAL(at, v->bad_at);
+    if (k == V_BAD) CU_ASSERT_EQUAL(at, v->bad_at);
     CU_ASSERT_EQUAL(ws_utf8_valid(p, v->n), v->kind == V_OK);
 
     /* one byte at a time */
@@ -102,8 +105,7 @@ static void check_vec(const struct uvec *v)
     at = 0;
     k = feed_pieces(p, v->n, cuts, nc, &at);
     CU_ASSERT_EQUAL(k, v->kind);
-    if (k == V_BAD)
-        CU_ASSERT_EQUAL(at, v->bad_at);
+    if (k == V_BAD) CU_ASSERT_EQUAL(at, v->bad_at);
 
     /* every split point */
     for (size_t i = 0; i <= v->n; i++) {
@@ -112,8 +114,7 @@ static void check_vec(const struct uvec *v)
         if (k != v->kind || (k == V_BAD && at != v->bad_at))
             fprintf(stderr, "\nutf8 vector '%s' split %zu: kind %d at %zu\n", v->name, i, k, at);
         CU_ASSERT_EQUAL(k, v->kind);
-        if (k == V_BAD)
-            CU_ASSERT_EQUAL(at, v->bad_at);
+        if (k == V_BAD) CU_ASSERT_EQUAL(at, v->bad_at);
     }
 }
 
@@ -171,8 +172,7 @@ static void build_reference(void)
     pre3 = calloc(1, (1u << 24) / 8);
     pre4 = calloc(1, (1u << 24) / 8 * 5); /* lead F0..F4 x 24 bits */
     for (uint32_t cp = 0; cp <= 0x10FFFF; cp++) {
-        if (cp >= 0xD800 && cp <= 0xDFFF)
-            continue;
+        if (cp >= 0xD800 && cp <= 0xDFFF) continue;
         uint8_t e[4] = {0};
         int len;
         if (cp < 0x80) {
@@ -195,10 +195,8 @@ static void build_reference(void)
             len = 4;
         }
         lead_len[e[0]] = (uint8_t)len;
-        if (len >= 2)
-            setbit(pre2, (uint32_t)e[0] << 8 | e[1]);
-        if (len >= 3)
-            setbit(pre3, (uint32_t)e[0] << 16 | (uint32_t)e[1] << 8 | e[2]);
+        if (len >= 2) setbit(pre2, (uint32_t)e[0] << 8 | e[1]);
+        if (len >= 3) setbit(pre3, (uint32_t)e[0] << 16 | (uint32_t)e[1] << 8 | e[2]);
         if (len == 4)
             setbit(pre4, (uint32_t)(e[0] - 0xF0) << 24 | (uint32_t)e[1] << 16 |
                              (uint32_t)e[2] << 8 | e[3]);
@@ -216,8 +214,7 @@ static int ref_check(const uint8_t *p, size_t n, size_t *bad_at)
             return V_BAD;
         }
         for (int k = 1; k < len; k++) {
-            if (i + k >= n)
-                return V_TRUNC;
+            if (i + k >= n) return V_TRUNC;
             int ok;
             if (k == 1)
                 ok = getbit(pre2, (uint32_t)p[i] << 8 | p[i + 1]);
@@ -248,8 +245,11 @@ static uint32_t rnd(void)
 static void test_against_reference(void)
 {
     build_reference();
-    static const uint8_t pieces[][4] = {{0xC3, 0xA9}, {0xE2, 0x82, 0xAC}, {0xF0, 0x9F, 0x98, 0x80},
-                                        {0xF4, 0x8F, 0xBF, 0xBF}, {0xED, 0x9F, 0xBF}};
+    static const uint8_t pieces[][4] = {{0xC3, 0xA9},
+                                        {0xE2, 0x82, 0xAC},
+                                        {0xF0, 0x9F, 0x98, 0x80},
+                                        {0xF4, 0x8F, 0xBF, 0xBF},
+                                        {0xED, 0x9F, 0xBF}};
     static const uint8_t plen[] = {2, 3, 4, 4, 3};
     uint8_t buf[96];
     int mismatches = 0;
@@ -277,8 +277,7 @@ static void test_against_reference(void)
         int rk = ref_check(buf, n, &rat);
         size_t cut = n ? rnd() % (n + 1) : 0;
         int k = feed_pieces(buf, n, &cut, 1, &at);
-        if (k != rk || (k == V_BAD && at != rat))
-            mismatches++;
+        if (k != rk || (k == V_BAD && at != rat)) mismatches++;
     }
     CU_ASSERT_EQUAL(mismatches, 0);
     free(pre2);
@@ -289,12 +288,10 @@ static void test_against_reference(void)
 int suite_utf8(void)
 {
     CU_pSuite s = CU_add_suite("utf8", NULL, NULL);
-    if (!s)
-        return CU_get_error();
+    if (!s) return CU_get_error();
     if (!CU_add_test(s, "vectors whole, byte-wise and split at every offset", test_vectors) ||
         !CU_add_test(s, "ASCII fast path alignment", test_fast_path_alignment) ||
-        !CU_add_test(s, "random inputs against an encoder-built reference",
-                     test_against_reference))
+        !CU_add_test(s, "random inputs against an encoder-built reference", test_against_reference))
         return CU_get_error();
     return 0;
 }

@@ -1,0 +1,2 @@
+-- expect: CPU time limit
+while true do end

@@ -1,0 +1,2 @@
+-- expect: deadlock with an empty select
+channel.select{}

@@ -1,0 +1,3 @@
+-- expect: the main chunk's error with its traceback
+local function inner() error("boom from inner") end
+inner()

@@ -1,0 +1,2 @@
+-- expect: syntax error reported at load
+local x = = 1
