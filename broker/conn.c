@@ -149,6 +149,14 @@ static struct brk *B(struct brk_conn *c)
 
 /* ---- outbox ---- */
 
+uint32_t brk_conn_head_len(const struct brk_conn *c)
+{
+    uint32_t len = 0;
+    if (c->ob_off < c->ob_len)
+        memcpy(&len, c->ob + c->ob_off + 4, 4);
+    return len;
+}
+
 int brk_conn_outbox_empty(const struct brk_conn *c)
 {
     return c->ob_off == c->ob_len;
@@ -1099,10 +1107,12 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
 void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint32_t n)
 {
     struct brk_worker *w = c->w;
-    if (c->worker_closed) {
+    if (c->worker_closed && (flags & PROTO_F_BEGIN)) {
         brk_worker_kill(w, BRK_WEND_VIOLATION, "SEND on connection %u after its CLOSE", c->id);
         return;
     }
+    /* (Continuation chunks may follow CLOSE: another task of the script may
+     * have been in the middle of a message. They are checked and dropped.) */
     if (flags & ~(PROTO_F_BEGIN | PROTO_F_MORE | PROTO_F_BINARY)) {
         brk_worker_kill(w, BRK_WEND_VIOLATION, "SEND with unknown flags");
         return;
@@ -1151,7 +1161,7 @@ void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint
     if (!(flags & PROTO_F_MORE))
         c->sending = 0;
     c->tx_taken += n;
-    if (c->st == C_OPEN && c->ws) {
+    if (c->st == C_OPEN && c->ws && !c->worker_closed) {
         if (n)
             ws_send_data(c->ws, p, n);
         flush_out(c);

@@ -190,6 +190,8 @@ int brk_conn_outbox_add(struct brk_conn *c, uint16_t type, uint16_t flags, const
                         uint32_t n1, const void *p2, uint32_t n2);
 int brk_conn_outbox_empty(const struct brk_conn *c);
 
+uint32_t brk_conn_head_len(const struct brk_conn *c);
+
 static void block_conn(struct brk_worker *w, struct brk_conn *c)
 {
     if (brk_conn_is_blocked(c))
@@ -201,8 +203,11 @@ static void block_conn(struct brk_worker *w, struct brk_conn *c)
     else
         w->blocked_head = c;
     w->blocked_tail = c;
-    /* Ask the worker to wake us when it frees space. */
-    shm_tx_prepare_wait(&w->link.tx, REPLY_RESERVE);
+    /* Ask the worker to wake us when it frees room for the first waiting
+     * record. If there is room already (it consumed meanwhile), the flag is
+     * not left set, so wake ourselves: the next round flushes. */
+    if (shm_tx_prepare_wait(&w->link.tx, brk_conn_head_len(w->blocked_head)) == 1)
+        shm_efd_signal(w->link.own_efd);
 }
 
 int brk_emit(struct brk_worker *w, struct brk_conn *c, uint16_t type, uint16_t flags,
@@ -222,7 +227,7 @@ int brk_emit(struct brk_worker *w, struct brk_conn *c, uint16_t type, uint16_t f
     }
     if (brk_conn_outbox_add(c, type, flags, p1, n1, p2, n2) < 0)
         return -1;
-    w->outbox_bytes += n1 + n2 + SHM_REC_HDR;
+    w->outbox_bytes += 8 + (size_t)n1 + n2; /* as conn.c stores it */
     block_conn(w, c);
     return 0;
 }
@@ -237,14 +242,22 @@ int brk_ring_write(struct brk_worker *w, uint16_t type, uint16_t flags, uint32_t
 
 static void flush_blocked(struct brk_worker *w)
 {
-    while (w->blocked_head) {
-        struct brk_conn *c = w->blocked_head;
-        if (!brk_conn_flush(c))
-            break;
-        w->blocked_head = brk_conn_next_blocked(c);
+    for (;;) {
+        while (w->blocked_head) {
+            struct brk_conn *c = w->blocked_head;
+            if (!brk_conn_flush(c))
+                break;
+            w->blocked_head = brk_conn_next_blocked(c);
+            if (!w->blocked_head)
+                w->blocked_tail = NULL;
+            brk_conn_set_blocked(c, 0);
+        }
         if (!w->blocked_head)
-            w->blocked_tail = NULL;
-        brk_conn_set_blocked(c, 0);
+            return;
+        /* Still full: sleep until the worker frees room for the first
+         * waiting record, unless it already has (then try again). */
+        if (shm_tx_prepare_wait(&w->link.tx, brk_conn_head_len(w->blocked_head)) != 1)
+            return;
     }
 }
 
