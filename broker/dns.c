@@ -38,7 +38,8 @@ struct brk_dns {
 static void *lookup(void *arg)
 {
     struct brk_dns_req *r = arg;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG};
     r->err = getaddrinfo(r->host, r->port, &hints, &r->res);
     struct brk_dns *d = r->d;
@@ -67,8 +68,7 @@ static void on_done(struct brk_loop *loop, struct brk_io *io, uint32_t events)
         list = r->next;
         d->inflight--;
         if (r->cancelled) {
-            if (r->res)
-                freeaddrinfo(r->res);
+            if (r->res) freeaddrinfo(r->res);
         } else {
             r->fn(r->ctx, r->err, r->err ? NULL : r->res);
         }
@@ -79,8 +79,7 @@ static void on_done(struct brk_loop *loop, struct brk_io *io, uint32_t events)
 struct brk_dns *brk_dns_new(struct brk_loop *loop)
 {
     struct brk_dns *d = calloc(1, sizeof *d);
-    if (!d)
-        return NULL;
+    if (!d) return NULL;
     d->loop = loop;
     d->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (d->efd < 0) {
@@ -95,8 +94,7 @@ struct brk_dns *brk_dns_new(struct brk_loop *loop)
 
 void brk_dns_free(struct brk_dns *d)
 {
-    if (!d)
-        return;
+    if (!d) return;
     /* Lookups still running keep their request; they are leaked only if the
      * process exits first, which is when this is called. */
     brk_io_stop(d->loop, &d->io);
@@ -107,11 +105,9 @@ void brk_dns_free(struct brk_dns *d)
 struct brk_dns_req *brk_dns_resolve(struct brk_dns *d, const char *host, const char *port,
                                     brk_dns_fn fn, void *ctx)
 {
-    if (d->inflight >= DNS_MAX_INFLIGHT || strlen(host) >= 256 || strlen(port) >= 8)
-        return NULL;
+    if (d->inflight >= DNS_MAX_INFLIGHT || strlen(host) >= 256 || strlen(port) >= 8) return NULL;
     struct brk_dns_req *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
+    if (!r) return NULL;
     r->d = d;
     strcpy(r->host, host);
     strcpy(r->port, port);

@@ -16,11 +16,11 @@ struct brk_deferred {
 };
 
 struct brk_loop {
-    int epfd;                       /* the epoll set (owned) */
-    int stop;                       /* set by brk_loop_stop */
-    struct brk_timer **heap;        /* min-heap by `when` (owned array, borrowed timers) */
+    int epfd;                /* the epoll set (owned) */
+    int stop;                /* set by brk_loop_stop */
+    struct brk_timer **heap; /* min-heap by `when` (owned array, borrowed timers) */
     size_t n_heap, cap_heap;
-    struct brk_deferred *defer;     /* pending deferred calls (owned array) */
+    struct brk_deferred *defer; /* pending deferred calls (owned array) */
     size_t n_defer, cap_defer;
 };
 
@@ -34,8 +34,7 @@ int64_t brk_now_ns(void)
 struct brk_loop *brk_loop_new(void)
 {
     struct brk_loop *loop = calloc(1, sizeof *loop);
-    if (!loop)
-        return NULL;
+    if (!loop) return NULL;
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0) {
         free(loop);
@@ -46,8 +45,7 @@ struct brk_loop *brk_loop_new(void)
 
 void brk_loop_free(struct brk_loop *loop)
 {
-    if (!loop)
-        return;
+    if (!loop) return;
     close(loop->epfd);
     free(loop->heap);
     free(loop->defer);
@@ -60,12 +58,10 @@ int brk_io_set(struct brk_loop *loop, struct brk_io *io, uint32_t events)
         brk_io_stop(loop, io);
         return 0;
     }
-    if (io->registered && io->events == events)
-        return 0;
+    if (io->registered && io->events == events) return 0;
     struct epoll_event ev = {.events = events, .data.ptr = io};
     int rc = epoll_ctl(loop->epfd, io->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, io->fd, &ev);
-    if (rc < 0)
-        return -errno;
+    if (rc < 0) return -errno;
     io->registered = 1;
     io->events = events;
     return 0;
@@ -73,8 +69,7 @@ int brk_io_set(struct brk_loop *loop, struct brk_io *io, uint32_t events)
 
 void brk_io_stop(struct brk_loop *loop, struct brk_io *io)
 {
-    if (!io->registered)
-        return;
+    if (!io->registered) return;
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
     io->registered = 0;
     io->events = 0;
@@ -93,8 +88,7 @@ static void heap_up(struct brk_loop *loop, size_t i)
     struct brk_timer *t = loop->heap[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (loop->heap[parent]->when <= t->when)
-            break;
+        if (loop->heap[parent]->when <= t->when) break;
         heap_set(loop, i, loop->heap[parent]);
         i = parent;
     }
@@ -107,12 +101,9 @@ static void heap_down(struct brk_loop *loop, size_t i)
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
         int64_t best = t->when;
-        if (l < loop->n_heap && loop->heap[l]->when < best)
-            m = l, best = loop->heap[l]->when;
-        if (r < loop->n_heap && loop->heap[r]->when < best)
-            m = r;
-        if (m == i)
-            break;
+        if (l < loop->n_heap && loop->heap[l]->when < best) m = l, best = loop->heap[l]->when;
+        if (r < loop->n_heap && loop->heap[r]->when < best) m = r;
+        if (m == i) break;
         heap_set(loop, i, loop->heap[m]);
         i = m;
     }
@@ -121,13 +112,11 @@ static void heap_down(struct brk_loop *loop, size_t i)
 
 void brk_timer_stop(struct brk_loop *loop, struct brk_timer *t)
 {
-    if (!t->heap_idx)
-        return;
+    if (!t->heap_idx) return;
     size_t i = t->heap_idx - 1;
     t->heap_idx = 0;
     loop->n_heap--;
-    if (i == loop->n_heap)
-        return;
+    if (i == loop->n_heap) return;
     struct brk_timer *moved = loop->heap[loop->n_heap];
     heap_set(loop, i, moved);
     heap_up(loop, i);
@@ -156,8 +145,7 @@ int brk_defer(struct brk_loop *loop, void (*fn)(void *ctx), void *ctx)
     if (loop->n_defer == loop->cap_defer) {
         size_t cap = loop->cap_defer ? loop->cap_defer * 2 : 32;
         struct brk_deferred *d = realloc(loop->defer, cap * sizeof *d);
-        if (!d)
-            return -1;
+        if (!d) return -1;
         loop->defer = d;
         loop->cap_defer = cap;
     }
@@ -201,12 +189,10 @@ int brk_loop_run(struct brk_loop *loop)
             timeout = d <= 0 ? 0 : (int)((d + 999999) / 1000000);
         }
         int n = epoll_wait(loop->epfd, evs, 128, timeout);
-        if (n < 0 && errno != EINTR)
-            return -errno;
+        if (n < 0 && errno != EINTR) return -errno;
         for (int i = 0; i < n; i++) {
             struct brk_io *io = evs[i].data.ptr;
-            if (io->registered)
-                io->fn(loop, io, evs[i].events);
+            if (io->registered) io->fn(loop, io, evs[i].events);
         }
         run_timers(loop);
         run_deferred(loop);

@@ -17,19 +17,19 @@ struct brk_loop;
 struct brk_io;
 typedef void (*brk_io_fn)(struct brk_loop *loop, struct brk_io *io, uint32_t events);
 struct brk_io {
-    int fd;            /* watched descriptor (not owned) */
-    uint32_t events;   /* EPOLLIN / EPOLLOUT interest now */
-    brk_io_fn fn;      /* called with the ready events */
-    int registered;    /* 1 while in the epoll set */
+    int fd;          /* watched descriptor (not owned) */
+    uint32_t events; /* EPOLLIN / EPOLLOUT interest now */
+    brk_io_fn fn;    /* called with the ready events */
+    int registered;  /* 1 while in the epoll set */
 };
 
 /* Timer, embedded in its owner. */
 struct brk_timer;
 typedef void (*brk_timer_fn)(struct brk_loop *loop, struct brk_timer *t);
 struct brk_timer {
-    int64_t when;      /* CLOCK_MONOTONIC ns deadline */
-    brk_timer_fn fn;   /* called once at the deadline */
-    size_t heap_idx;   /* position in the heap + 1, 0 when not armed */
+    int64_t when;    /* CLOCK_MONOTONIC ns deadline */
+    brk_timer_fn fn; /* called once at the deadline */
+    size_t heap_idx; /* position in the heap + 1, 0 when not armed */
 };
 
 struct brk_loop *brk_loop_new(void);

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 /* Retryable values. */
-#define RT_RETRY_NO 0
+#define RT_RETRY_NO  0
 #define RT_RETRY_YES 1
 #define RT_RETRY_NIL 2
 

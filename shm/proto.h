@@ -22,22 +22,22 @@
 /* Record types. Values are stable; 0 is the ring's padding record.
  * X(name, value, direction, what) where direction is W2B or B2W. */
 #define PROTO_RECORDS(X)                                                                           \
-    X(READY, 1, W2B, "worker sandbox is up; payload: text describing the layers")                 \
-    X(LOG, 2, W2B, "script output; flags: PROTO_F_STDERR; payload: text")                         \
-    X(EXIT, 3, W2B, "script ended; payload: struct proto_exit + message text")                    \
-    X(CONNECT, 4, W2B, "open a connection; conn: new id; payload: struct proto_connect + data")   \
-    X(SEND, 5, W2B, "message chunk; flags: BEGIN/MORE/BINARY; BEGIN carries a u64 total length")  \
-    X(PING, 6, W2B, "send a ping; payload: u64 token")                                            \
-    X(CLOSE, 7, W2B, "start the close handshake; payload: struct proto_close + reason")           \
-    X(CREDIT, 8, W2B, "script took messages from its channel; payload: u32 count")                \
-    X(SCRIPT, 32, B2W, "script to run; flags: MORE; payload: u32 name length, name, source")      \
-    X(CONNECTED, 33, B2W, "handshake done; payload: struct proto_connected + strings")            \
-    X(CONNECT_FAIL, 34, B2W, "connect failed; payload: struct proto_error + message")             \
-    X(MSG, 35, B2W, "received message chunk; flags: MORE/BINARY; payload: data")                  \
-    X(TX_CREDIT, 36, B2W, "bytes of SEND payload the broker has taken; payload: u64")             \
-    X(PONG, 37, B2W, "pong for a PING; payload: u64 token")                                       \
-    X(CLOSED, 38, B2W, "connection ended, after every MSG; payload: struct proto_closed + text")  \
-    X(OP_ERROR, 39, B2W, "an operation on conn failed; payload: struct proto_error + message")    \
+    X(READY, 1, W2B, "worker sandbox is up; payload: text describing the layers")                  \
+    X(LOG, 2, W2B, "script output; flags: PROTO_F_STDERR; payload: text")                          \
+    X(EXIT, 3, W2B, "script ended; payload: struct proto_exit + message text")                     \
+    X(CONNECT, 4, W2B, "open a connection; conn: new id; payload: struct proto_connect + data")    \
+    X(SEND, 5, W2B, "message chunk; flags: BEGIN/MORE/BINARY; BEGIN carries a u64 total length")   \
+    X(PING, 6, W2B, "send a ping; payload: u64 token")                                             \
+    X(CLOSE, 7, W2B, "start the close handshake; payload: struct proto_close + reason")            \
+    X(CREDIT, 8, W2B, "script took messages from its channel; payload: u32 count")                 \
+    X(SCRIPT, 32, B2W, "script to run; flags: MORE; payload: u32 name length, name, source")       \
+    X(CONNECTED, 33, B2W, "handshake done; payload: struct proto_connected + strings")             \
+    X(CONNECT_FAIL, 34, B2W, "connect failed; payload: struct proto_error + message")              \
+    X(MSG, 35, B2W, "received message chunk; flags: MORE/BINARY; payload: data")                   \
+    X(TX_CREDIT, 36, B2W, "bytes of SEND payload the broker has taken; payload: u64")              \
+    X(PONG, 37, B2W, "pong for a PING; payload: u64 token")                                        \
+    X(CLOSED, 38, B2W, "connection ended, after every MSG; payload: struct proto_closed + text")   \
+    X(OP_ERROR, 39, B2W, "an operation on conn failed; payload: struct proto_error + message")     \
     X(SHUTDOWN, 40, B2W, "broker asks the worker to end; payload: u16 close code")
 
 enum proto_rec_type {
@@ -50,9 +50,9 @@ enum proto_rec_type {
 #define PROTO_TYPE_LIMIT 41
 
 /* Record flags (struct shm_rec.flags). */
-#define PROTO_F_MORE 0x0001u   /* more chunk records of the same message follow */
+#define PROTO_F_MORE   0x0001u /* more chunk records of the same message follow */
 #define PROTO_F_BINARY 0x0002u /* message is binary (else text) */
-#define PROTO_F_BEGIN 0x0004u  /* first chunk of a SEND (payload starts with u64 length) */
+#define PROTO_F_BEGIN  0x0004u /* first chunk of a SEND (payload starts with u64 length) */
 #define PROTO_F_STDERR 0x0008u /* LOG line goes to standard error */
 
 /* Message types (numeric for send, strings for received messages). */
@@ -135,10 +135,10 @@ struct proto_exit {
     int32_t status; /* 0 ok, 1 script error, 2 memory cap, 3 CPU budget */
     uint32_t reserved;
 };
-#define PROTO_EXIT_OK 0
-#define PROTO_EXIT_ERROR 1
+#define PROTO_EXIT_OK     0
+#define PROTO_EXIT_ERROR  1
 #define PROTO_EXIT_MEMORY 2
-#define PROTO_EXIT_CPU 3
+#define PROTO_EXIT_CPU    3
 
 /* CONNECT: fixed part, then url_len bytes of URL, then n_headers times
  * (u16 name_len, name, u16 value_len, value), then n_protocols times
@@ -198,12 +198,12 @@ struct proto_closed {
 #define PROTO_BY_BROKER 2 /* the broker ended it (error, limit, shutdown, network) */
 
 /* Limits both sides agree on. */
-#define PROTO_MAX_MESSAGE (128u * 1024u * 1024u) /* largest message either way */
-#define PROTO_MAX_URL 8192u
-#define PROTO_MAX_HEADERS 64u
-#define PROTO_MAX_HEADER_BYTES 8192u /* one header name+value */
-#define PROTO_MAX_PROTOCOLS 32u
+#define PROTO_MAX_MESSAGE          (128u * 1024u * 1024u) /* largest message either way */
+#define PROTO_MAX_URL              8192u
+#define PROTO_MAX_HEADERS          64u
+#define PROTO_MAX_HEADER_BYTES     8192u /* one header name+value */
+#define PROTO_MAX_PROTOCOLS        32u
 #define PROTO_MAX_CHANNEL_CAPACITY 10000u
-#define PROTO_MAX_REASON 123u
+#define PROTO_MAX_REASON           123u
 
 #endif

@@ -23,18 +23,17 @@
 #include "shm/proto.h"
 #include "shm/ring.h"
 
-#define EXIT_USAGE 10
-#define EXIT_LINK 11
-#define EXIT_SANDBOX 12
-#define EXIT_RUNTIME 13
+#define EXIT_USAGE     10
+#define EXIT_LINK      11
+#define EXIT_SANDBOX   12
+#define EXIT_RUNTIME   13
 #define EXIT_NO_SCRIPT 14
 
 static uint64_t num_arg(const char *s)
 {
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
-    if (*s == 0 || *end != 0)
-        _exit(EXIT_USAGE);
+    if (*s == 0 || *end != 0) _exit(EXIT_USAGE);
     return v;
 }
 
@@ -55,13 +54,11 @@ int main(int argc, char **argv)
         else
             _exit(EXIT_USAGE);
     }
-    if (broker <= 0)
-        _exit(EXIT_USAGE);
+    if (broker <= 0) _exit(EXIT_USAGE);
 
     struct shm_link link;
     struct shm_worker_fds fds = {.region_b = 3, .region_w = 4, .efd_worker = 5, .efd_broker = 6};
-    if (shm_link_attach_worker(&link, &fds) != 0)
-        _exit(EXIT_LINK);
+    if (shm_link_attach_worker(&link, &fds) != 0) _exit(EXIT_LINK);
 
     const int keep[] = {5, 6};
     char log[512] = "", lock_log[256] = "";
@@ -69,33 +66,30 @@ int main(int argc, char **argv)
 #if !defined(__SANITIZE_ADDRESS__)
     as_cap = mem * 2 + (512u << 20); /* Lua heap, rings, libraries and slack */
 #endif
-    struct sbx_opts so = {.keep_fds = keep, .n_keep = 2, .broker_pid = broker,
+    struct sbx_opts so = {.keep_fds = keep,
+                          .n_keep = 2,
+                          .broker_pid = broker,
                           .mem_bytes = as_cap,
                           .cpu_seconds = cpu_ms ? (cpu_ms + 999) / 1000 + 1 : 0,
                           .try_namespaces = try_ns};
-    if (sbx_prepare(&so, log, sizeof log) != 0)
-        _exit(EXIT_SANDBOX);
+    if (sbx_prepare(&so, log, sizeof log) != 0) _exit(EXIT_SANDBOX);
 
     struct rt_config cfg = {.mem_limit = mem, .cpu_limit_ms = cpu_ms};
     struct rt *rt = rt_new(&cfg);
-    if (!rt)
-        _exit(EXIT_RUNTIME);
+    if (!rt) _exit(EXIT_RUNTIME);
     struct rt_bridge *br = rt_bridge_new(rt, &link);
-    if (!br)
-        _exit(EXIT_RUNTIME);
+    if (!br) _exit(EXIT_RUNTIME);
 
     if (sbx_lockdown(keep, 2, lock_log, sizeof lock_log) != 0)
         _exit(EXIT_SANDBOX); /* no script runs without seccomp */
 
     char ready[800];
     snprintf(ready, sizeof ready, "%s; %s", log, lock_log);
-    if (rt_bridge_send_ready(br, ready) != 0)
-        _exit(EXIT_LINK);
+    if (rt_bridge_send_ready(br, ready) != 0) _exit(EXIT_LINK);
 
     char *name = NULL, *src = NULL;
     size_t len = 0;
-    if (rt_bridge_wait_script(br, &name, &src, &len) != 0)
-        _exit(EXIT_NO_SCRIPT);
+    if (rt_bridge_wait_script(br, &name, &src, &len) != 0) _exit(EXIT_NO_SCRIPT);
 
     int st = rt_run(rt, name, src, len);
     const char *msg = st == RT_OK ? "" : rt_last_error(rt);

@@ -26,11 +26,9 @@ static const struct suite_entry suites[] = {
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : NULL;
-    if (CU_initialize_registry() != CUE_SUCCESS)
-        return 2;
+    if (CU_initialize_registry() != CUE_SUCCESS) return 2;
     for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) {
-        if (only && !strstr(suites[i].name, only))
-            continue;
+        if (only && !strstr(suites[i].name, only)) continue;
         if (suites[i].add() != 0) {
             fprintf(stderr, "suite %s failed to register: %s\n", suites[i].name,
                     CU_get_error_msg());

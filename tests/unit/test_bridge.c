@@ -583,8 +583,7 @@ static void test_send_chunks_window(void)
             /* the worker waits for credit only when the window is used up
              * (a slow worker may just not have written yet) */
             CU_ASSERT_FATAL(++idle < 40);
-            if (outstanding < window)
-                continue;
+            if (outstanding < window) continue;
             stalls++;
             brk_send(&f, PROTO_TX_CREDIT, 0, 1, &outstanding, 8, NULL, 0);
             outstanding = 0;
