@@ -91,7 +91,10 @@ int main(int argc, char **argv)
     size_t len = 0;
     if (rt_bridge_wait_script(br, &name, &src, &len) != 0) _exit(EXIT_NO_SCRIPT);
 
-    int st = rt_run(rt, name, src, len);
+    /* "@name" makes Lua print positions as name:line. */
+    char chunk[300];
+    snprintf(chunk, sizeof chunk, "@%s", name);
+    int st = rt_run(rt, chunk, src, len);
     const char *msg = st == RT_OK ? "" : rt_last_error(rt);
     rt_bridge_send_exit(br, st, msg ? msg : "");
     /* No cleanup: the process ends here and the broker reaps it. */

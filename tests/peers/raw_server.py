@@ -680,6 +680,28 @@ APPS = {"/echo": app_echo, "/chat": app_chat, "/prices": app_prices, "/headers":
         "/never_read": app_never_read, "/drop": app_drop, "/raw": app_raw}
 
 
+# ---- /sni (TLS server name indication; added for tests/integration/ws_tls.lua) ----
+def sni_record(ssl_object, server_name, context):
+    """sni_callback of the TLS context: remembers the name the client sent."""
+    ssl_object.sni_seen = server_name
+
+
+async def app_sni(conn, info):
+    """Sends `sni=<name>` (empty when the client sent none, `sni=-` without TLS)."""
+    obj = conn.writer.get_extra_info("ssl_object")
+    name = "-" if obj is None else (getattr(obj, "sni_seen", None) or "")
+    await conn.send("sni=" + name)
+    await drain_until_closed(conn)
+
+
+def register_sni(tls):
+    PATHS.add("/sni")
+    APPS["/sni"] = app_sni
+    if tls is not None:
+        tls.sni_callback = sni_record
+# ---- end of /sni ----
+
+
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--port", type=int, default=0)
@@ -690,6 +712,7 @@ async def main():
     if args.tls:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(args.tls[0], args.tls[1])
+    register_sni(tls)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
