@@ -17,6 +17,10 @@
 struct pol_policy;
 struct brk_worker;
 struct brk_conn;
+struct brk_audit;
+struct brk_serve;
+struct brk_tenant;
+struct brk_unit;
 
 /* Settings of one broker process (from the command line or the config). */
 struct brk_config {
@@ -48,6 +52,9 @@ struct brk {
     size_t rdbuf_len;             /* its size */
     int last_status;              /* exit status of the last worker that ended */
     void (*on_worker_end)(struct brk *b, struct brk_worker *w); /* run mode: stop the loop */
+    struct brk_audit *audit;      /* audit log (serve mode; NULL = none) */
+    uint64_t cfg_rev;             /* configuration revision (serve mode; 0 in run mode) */
+    struct brk_serve *serve;      /* service state (serve mode; NULL in run mode) */
 };
 
 /* Worker states. */
@@ -111,11 +118,29 @@ struct brk_worker {
     char *exit_msg;               /* message of the EXIT record (owned) */
     char *why;                    /* reason for a kill (owned) */
     char logline[512];            /* partial output line per stream is not kept: LOG is per print */
+    struct brk_tenant *tenant;    /* serve mode: its tenant (quota.h), NULL in run mode */
+    struct brk_unit *unit;        /* serve mode: the script slot it runs (serve.h) */
+    const char *sname;            /* serve mode: "tenant/script" (borrowed from the unit) */
+    uint64_t wall_ms;             /* wall-clock budget of this worker, ms (0 = none) */
+    uint64_t log_suppressed;      /* output lines dropped since the last printed one */
+};
+
+/* Limits of one worker (brk_worker_spawn uses the broker-wide ones). */
+struct brk_wlimits {
+    uint64_t mem;                 /* Lua memory cap, bytes */
+    uint64_t cpu_ms;              /* CPU budget, ms (0 = none) */
+    uint64_t wall_ms;             /* wall-clock budget, ms (0 = none) */
 };
 
 /* Starts a worker for a script. Returns the worker or NULL with *err set. */
 struct brk_worker *brk_worker_spawn(struct brk *b, const char *name, const char *src, size_t len,
                                     const char **err);
+/* The same with per-worker limits and, in serve mode, tenant and unit (both
+ * may be NULL). */
+struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const char *src,
+                                       size_t len, const struct brk_wlimits *lim,
+                                       struct brk_tenant *tenant, struct brk_unit *unit,
+                                       const char **err);
 /* Kills a worker for a reason (logged); its connections close with 1001. */
 void brk_worker_kill(struct brk_worker *w, enum brk_wend why, const char *fmt, ...);
 /* Asks every worker to end (SHUTDOWN) and closes connections with `code`. */
@@ -137,6 +162,11 @@ void brk_conn_on_close(struct brk_conn *c, const uint8_t *p, uint32_t n);
 void brk_conn_on_credit(struct brk_conn *c, uint32_t n);
 /* Ring space came back: flush the outbox; returns 1 when it is empty. */
 int brk_conn_flush(struct brk_conn *c);
+/* Canonical URL of a connection (with query), as the policy matched it. */
+const char *brk_conn_url(const struct brk_conn *c);
+/* Closes a connection on the operator's behalf (revoking reload): the
+ * server gets `code`, the worker a CLOSED (or CONNECT_FAIL) that says why. */
+void brk_conn_revoke(struct brk_conn *c, int code, const char *why);
 /* The worker is gone: close the socket (1001) without telling the worker. */
 void brk_conn_abort(struct brk_conn *c, int code, const char *why);
 uint32_t brk_conn_id(const struct brk_conn *c);

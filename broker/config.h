@@ -70,28 +70,28 @@ struct brk_cfg_script {
 
 /* One [tenant NAME] section. */
 struct brk_cfg_tenant {
-    char *name;                /* owned */
-    int line;                  /* line of the section header */
-    unsigned addr_mask;        /* address classes a host name may resolve to (addr.h bits) */
-    struct pol_policy policy;  /* compiled rules, labelled "file:line" (owned) */
-    struct brk_quota quota;    /* quotas */
+    char *name;               /* owned */
+    int line;                 /* line of the section header */
+    unsigned addr_mask;       /* address classes a host name may resolve to (addr.h bits) */
+    struct pol_policy policy; /* compiled rules, labelled "file:line" (owned) */
+    struct brk_quota quota;   /* quotas */
 };
 
 /* A whole configuration file. */
 struct brk_cfgfile {
-    char *path;                      /* owned: file it came from */
-    char *admin_socket;              /* owned or NULL: admin Unix socket path */
-    char *audit_log;                 /* owned or NULL: JSON-lines audit file */
-    char *worker_path;               /* owned or NULL: worker executable */
-    char *ca_file;                   /* owned or NULL: extra CA certificates */
-    uint32_t drain_timeout_ms;       /* bound on a drain before workers are killed */
-    uint64_t ring_bytes;             /* ring size per direction per worker */
-    struct brk_cfg_tenant *tenants;  /* owned array */
+    char *path;                     /* owned: file it came from */
+    char *admin_socket;             /* owned or NULL: admin Unix socket path */
+    char *audit_log;                /* owned or NULL: JSON-lines audit file */
+    char *worker_path;              /* owned or NULL: worker executable */
+    char *ca_file;                  /* owned or NULL: extra CA certificates */
+    uint32_t drain_timeout_ms;      /* bound on a drain before workers are killed */
+    uint64_t ring_bytes;            /* ring size per direction per worker */
+    struct brk_cfg_tenant *tenants; /* owned array */
     size_t n_tenants;
-    struct brk_cfg_script *scripts;  /* owned array */
+    struct brk_cfg_script *scripts; /* owned array */
     size_t n_scripts;
-    size_t n_rules;                  /* rules in all tenants */
-    uint64_t digest;                 /* FNV-1a of the file's bytes (identifies a revision) */
+    size_t n_rules;  /* rules in all tenants */
+    uint64_t digest; /* FNV-1a of the file's bytes (identifies a revision) */
 };
 
 /* Options of the loader. */

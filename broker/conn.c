@@ -33,6 +33,7 @@
 #include "broker/broker.h"
 #include "broker/dns.h"
 #include "broker/policy_check.h"
+#include "broker/quota.h"
 #include "broker/url.h"
 #include "broker/utf8.h"
 #include "broker/ws.h"
@@ -107,6 +108,11 @@ struct brk_conn {
     int blocked;                 /* on the worker's blocked list */
     struct brk_conn *next_blocked;
     int freed;                   /* free is scheduled */
+    /* serve mode (quota.h) */
+    char *canonical;             /* canonical URL the policy matched (owned) */
+    int throttled;               /* reading paused by the tenant's receive rate quota */
+    struct brk_timer rx_throttle_timer; /* ends that pause */
+    struct brk_timer tx_throttle_timer; /* send credits held back by the send rate quota */
 };
 
 /* worker.c */
@@ -124,6 +130,10 @@ static void maybe_resume(struct brk_conn *c);
 uint32_t brk_conn_id(const struct brk_conn *c)
 {
     return c->id;
+}
+const char *brk_conn_url(const struct brk_conn *c)
+{
+    return c->canonical;
 }
 struct brk_conn *brk_conn_next_blocked(struct brk_conn *c)
 {
@@ -202,6 +212,7 @@ static void conn_free_now(void *ctx)
 {
     struct brk_conn *c = ctx;
     free(c->display);
+    free(c->canonical);
     free(c->host);
     free(c->host_header);
     free(c->target);
@@ -227,6 +238,8 @@ static void drop_transport(struct brk_conn *c)
     brk_timer_stop(loop, &c->read_timer);
     brk_timer_stop(loop, &c->write_timer);
     brk_timer_stop(loop, &c->close_timer);
+    brk_timer_stop(loop, &c->rx_throttle_timer);
+    brk_timer_stop(loop, &c->tx_throttle_timer);
     if (c->dns) {
         brk_dns_cancel(B(c)->dns, c->dns);
         c->dns = NULL;
@@ -263,6 +276,7 @@ static void conn_release(struct brk_conn *c)
     brk_worker_outbox_drained(c->w, c->ob_len - c->ob_off);
     brk_connmap_del(&c->w->conns, c->id);
     c->w->n_conns--;
+    brk_q_conn_count(c->w, -1);
     brk_defer(B(c)->loop, conn_free_now, c);
 }
 
@@ -351,6 +365,28 @@ static void finish(struct brk_conn *c, int code, int by, int kind, const char *r
         conn_release(c);
 }
 
+void brk_conn_revoke(struct brk_conn *c, int code, const char *why)
+{
+    if (c->freed || c->closed_emitted)
+        return;
+    if (c->st != C_OPEN || !c->ws) {
+        fail_connect(c, PROTO_EK_PERMISSION_DENIED, 0, PROTO_STAGE_POLICY, 0, "dial %s: %s",
+                     c->display, why);
+        return;
+    }
+    if (ws_state(c->ws) == WS_OPEN) {
+        ws_close(c->ws, code, why, strlen(why) > 123 ? 123 : strlen(why));
+        flush_out(c);
+        if (c->freed)
+            return;
+    }
+    char msg[300];
+    snprintf(msg, sizeof msg, "closed by the broker (%d): %s", code, why);
+    finish(c, code, PROTO_BY_BROKER, PROTO_EK_PERMISSION_DENIED, why,
+           strlen(why) > 123 ? 123 : strlen(why), msg);
+    brk_worker_publish(c->w);
+}
+
 void brk_conn_abort(struct brk_conn *c, int code, const char *why)
 {
     if (c->freed)
@@ -417,11 +453,29 @@ static void on_write_timeout(struct brk_loop *loop, struct brk_timer *t)
     finish(c, 1006, PROTO_BY_BROKER, PROTO_EK_TIMEOUT, NULL, 0, msg);
 }
 
+static void send_credit(struct brk_conn *c);
+
+static void on_tx_throttle_end(struct brk_loop *loop, struct brk_timer *t)
+{
+    struct brk_conn *c =
+        (struct brk_conn *)((char *)t - offsetof(struct brk_conn, tx_throttle_timer));
+    send_credit(c);
+    brk_worker_publish(c->w);
+}
+
 static void send_credit(struct brk_conn *c)
 {
     uint64_t due = c->tx_taken - c->tx_credited;
     if (!due || c->closed_emitted)
         return;
+    int64_t hold_ms = c->st == C_OPEN ? brk_q_tx_wait(c->w) : 0;
+    if (hold_ms > 0) {
+        /* The tenant's send rate quota: the script waits for its window. */
+        if (!brk_timer_armed(&c->tx_throttle_timer))
+            brk_timer_start(B(c)->loop, &c->tx_throttle_timer,
+                            brk_now_ns() + hold_ms * 1000000, on_tx_throttle_end);
+        return;
+    }
     size_t pending = c->ws ? ws_out_pending(c->ws) : 0;
     if (pending > OUT_HIGH / 2)
         return;
@@ -558,7 +612,7 @@ static void do_read(struct brk_conn *c)
 
 static void maybe_resume(struct brk_conn *c)
 {
-    if (!c->rx_paused || c->freed || !c->ws || c->st != C_OPEN)
+    if (!c->rx_paused || c->freed || !c->ws || c->st != C_OPEN || c->throttled)
         return;
     if (c->undelivered >= c->capacity || !brk_conn_outbox_empty(c))
         return;
@@ -602,9 +656,19 @@ static void cb_open(void *ctx, const char *protocol, const char *extensions)
     arm_read_timer(c);
 }
 
+static void on_rx_throttle_end(struct brk_loop *loop, struct brk_timer *t)
+{
+    struct brk_conn *c =
+        (struct brk_conn *)((char *)t - offsetof(struct brk_conn, rx_throttle_timer));
+    c->throttled = 0;
+    maybe_resume(c);
+    brk_worker_publish(c->w); /* MSG records written while resuming */
+}
+
 static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, int fin)
 {
     struct brk_conn *c = ctx;
+    size_t got = len; /* for the tenant's receive quota */
     uint16_t base = opcode == WS_OP_BINARY ? PROTO_F_BINARY : 0;
     uint32_t maxp = c->w->link.tx.max_payload;
     do {
@@ -618,7 +682,14 @@ static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, in
     } while (len);
     if (fin)
         c->undelivered++;
-    if (c->undelivered >= c->capacity || !brk_conn_outbox_empty(c)) {
+    int64_t wait_ms = brk_q_rx(c->w, got, fin);
+    if (wait_ms > 0 && !c->throttled) {
+        /* The tenant's receive rate quota: stop reading for a while. */
+        c->throttled = 1;
+        brk_timer_start(B(c)->loop, &c->rx_throttle_timer, brk_now_ns() + wait_ms * 1000000,
+                        on_rx_throttle_end);
+    }
+    if (c->undelivered >= c->capacity || !brk_conn_outbox_empty(c) || c->throttled) {
         c->rx_paused = 1;
         brk_timer_stop(B(c)->loop, &c->read_timer);
         return 1;
@@ -641,9 +712,16 @@ static void cb_close(void *ctx, int clean, int code, const char *reason, size_t 
         int status = 0;
         const char *why = NULL;
         ws_handshake_failed(c->ws, &status, &why);
-        fail_connect(c, PROTO_EK_INTERNAL, 1, PROTO_STAGE_HTTP, status, "dial %s: %s%s%.*s",
-                     c->display, why ? why : "WebSocket handshake failed", reason_len ? ": " : "",
-                     (int)reason_len, reason);
+        /* The core passes its explanation as the reason too: say it once,
+         * and name the HTTP status the server answered with. */
+        if (why && reason_len == strlen(why) && memcmp(why, reason, reason_len) == 0)
+            reason_len = 0;
+        char st[40] = "";
+        if (status && status != 101)
+            snprintf(st, sizeof st, " (HTTP status %d)", status);
+        fail_connect(c, PROTO_EK_INTERNAL, 1, PROTO_STAGE_HTTP, status, "dial %s: %s%s%s%.*s",
+                     c->display, why ? why : "WebSocket handshake failed", st,
+                     reason_len ? ": " : "", (int)reason_len, reason);
         return;
     }
     int by = by_peer ? PROTO_BY_SERVER : (c->worker_closed ? PROTO_BY_CLIENT : PROTO_BY_BROKER);
@@ -797,14 +875,16 @@ static void conn_io(struct brk_loop *loop, struct brk_io *io, uint32_t events)
 
 static void try_next_address(struct brk_conn *c)
 {
-    struct brk *b = B(c);
     while (c->next_ai) {
         struct addrinfo *ai = c->next_ai;
         c->next_ai = ai->ai_next;
         if (!c->host_is_ip) {
             unsigned flags = 0;
             enum brk_addr_class cls = brk_addr_classify(ai->ai_addr, ai->ai_addrlen, &flags);
-            if (!brk_addr_allowed(cls, b->cfg.addr_allowed)) {
+            int ok = brk_addr_allowed(cls, brk_q_addr_mask(c->w));
+            brk_q_audit_addr(c->w, c->display, ai->ai_addr, ai->ai_addrlen,
+                             brk_addr_class_name(cls), ok);
+            if (!ok) {
                 char a[INET6_ADDRSTRLEN] = "?";
                 if (ai->ai_family == AF_INET)
                     inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, a, sizeof a);
@@ -981,7 +1061,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
 
     /* Policy first, as the contract orders it: the action, then the URL. */
     char why[600];
-    if (brk_policy_check(b, "websocket.connect", "*", why, sizeof why) != 0) {
+    if (brk_q_policy(w, "websocket.connect", "*", NULL, why, sizeof why) != 0) {
         reject(w, id, PROTO_EK_PERMISSION_DENIED, 0, PROTO_STAGE_POLICY,
                "permission denied: websocket.connect is not allowed (%s)", why);
         return NULL;
@@ -997,7 +1077,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
         free(u);
         return NULL;
     }
-    if (brk_policy_check(b, "websocket.connect.url", u->canonical, why, sizeof why) != 0) {
+    if (brk_q_policy(w, "websocket.connect.url", u->canonical, u->display, why, sizeof why) != 0) {
         reject(w, id, PROTO_EK_PERMISSION_DENIED, 0, PROTO_STAGE_POLICY,
                "permission denied: websocket.connect.url %s is not allowed (%s)", u->display, why);
         free(u);
@@ -1019,7 +1099,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
             hnl[i] + hvl[i] > PROTO_MAX_HEADER_BYTES)
             bad = "headers";
         for (uint16_t j = 0; !bad && j < hvl[i]; j++)
-            if (hv[i][j] == '\r' || hv[i][j] == '\n' || hv[i][j] == 0)
+            if (hv[i][j] < 0x20 || hv[i][j] == 0x7f) /* CR, LF, NUL, TAB...: as ws.c */
                 bad = "headers";
     }
     for (uint16_t i = 0; !bad && i < pc.n_protocols; i++)
@@ -1036,6 +1116,13 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
         free(u);
         return NULL;
     }
+    int qkind, qretry;
+    if (brk_q_connect_admit(w, &pc, u->display, &qkind, &qretry, why, sizeof why) != 0) {
+        reject(w, id, qkind, qretry, qkind == PROTO_EK_INVALID ? PROTO_STAGE_OPTIONS
+                                                               : PROTO_STAGE_NONE, "%s", why);
+        free(u);
+        return NULL;
+    }
 
     struct brk_conn *c = calloc(1, sizeof *c);
     if (!c) {
@@ -1047,6 +1134,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
     c->id = id;
     c->fd = -1;
     c->display = strdup(u->display);
+    c->canonical = strdup(u->canonical);
     c->host = strdup(u->host);
     c->host_header = strdup(u->host_header);
     c->target = strdup(u->target);
@@ -1058,7 +1146,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
     c->read_ms = pc.read_timeout_ms;
     c->write_ms = pc.write_timeout_ms;
     c->capacity = pc.channel_capacity;
-    c->read_limit = pc.read_limit ? pc.read_limit : DEFAULT_READ_LIMIT;
+    c->read_limit = pc.read_limit ? pc.read_limit : brk_q_default_read_limit(w, DEFAULT_READ_LIMIT);
     c->compression = pc.compression;
     c->threshold = pc.compression_threshold ? pc.compression_threshold
                                             : (pc.compression == 2 ? 512 : 128);
@@ -1073,7 +1161,8 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
     c->protocols = calloc(pc.n_protocols + 1, sizeof(char *));
     for (uint16_t i = 0; i < pc.n_protocols && c->protocols; i++)
         c->protocols[i] = dupn(pr[i], prl[i]);
-    if (brk_connmap_put(&w->conns, id, c) < 0 || !c->display || !c->host || !c->host_header ||
+    if (brk_connmap_put(&w->conns, id, c) < 0 || !c->display || !c->canonical || !c->host ||
+        !c->host_header ||
         !c->target || !c->hdr_names || !c->hdr_values || !c->protocols) {
         reject(w, id, PROTO_EK_INTERNAL, 1, PROTO_STAGE_NONE, "out of memory");
         brk_connmap_del(&w->conns, id);
@@ -1081,6 +1170,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
         return NULL;
     }
     w->n_conns++;
+    brk_q_conn_count(w, 1);
     if (c->dial_ms)
         brk_timer_start(b->loop, &c->dial_timer, brk_now_ns() + (int64_t)c->dial_ms * 1000000,
                         on_dial_timeout);
@@ -1161,6 +1251,7 @@ void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint
     if (!(flags & PROTO_F_MORE))
         c->sending = 0;
     c->tx_taken += n;
+    brk_q_tx(w, n, (flags & PROTO_F_BEGIN) != 0);
     if (c->st == C_OPEN && c->ws && !c->worker_closed) {
         if (n)
             ws_send_data(c->ws, p, n);

@@ -15,10 +15,14 @@
 #include <unistd.h>
 
 #include "broker/addr.h"
+#include "broker/admin.h"
 #include "broker/broker.h"
+#include "broker/config.h"
 #include "broker/demo_server.h"
 #include "broker/dns.h"
 #include "broker/policy.h"
+#include "broker/serve.h"
+#include "broker/url.h"
 
 static const char usage_top[] =
     "usage: broker COMMAND [OPTIONS]\n"
@@ -28,6 +32,13 @@ static const char usage_top[] =
     "\n"
     "commands:\n"
     "  run [OPTIONS] SCRIPT.lua   run one script in one worker; exit with its status\n"
+    "  serve --config FILE        run every tenant's scripts as a service\n"
+    "  policy check FILE          validate a configuration file\n"
+    "  policy explain --config FILE --tenant T URL\n"
+    "                             say which rule decides a URL for a tenant, and why\n"
+    "  admin [--socket P | --config FILE] CMD\n"
+    "                             talk to a running service (status, metrics, reload\n"
+    "                             [revoke], stop T[/S], start T[/S], drain)\n"
     "  demo-server [OPTIONS]      loopback WebSocket server used by the demo and tests\n"
     "\n"
     "`broker COMMAND --help` describes each command.\n";
@@ -319,6 +330,234 @@ static int cmd_run(int argc, char **argv)
     return status;
 }
 
+static const char usage_serve[] =
+    "usage: broker serve --config FILE [--worker PATH] [--no-namespaces] [--verbose] [--quiet]\n"
+    "\n"
+    "Runs every [script] of every [tenant] in FILE in sandboxed workers, each\n"
+    "under its tenant's policy and quotas; restarts failed scripts with back-off;\n"
+    "answers `broker admin` on the configured admin_socket. Prints READY PID when\n"
+    "it serves. SIGHUP reloads FILE, SIGTERM/SIGINT drain (close code 1012).\n"
+    "See broker/OPERATORS.md.\n";
+
+static int cmd_serve(int argc, char **argv)
+{
+    const char *config = NULL;
+    struct brk b = {0};
+    b.cfg = (struct brk_config){.addr_allowed = 0,
+                                .worker_mem = 64u << 20,
+                                .ready_ms = 5000,
+                                .max_conns = 100000,
+                                .ring_bytes = 4u << 20};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_serve, stdout);
+            return 0;
+        } else if (!strcmp(a, "--config") && v) {
+            config = v;
+            i++;
+        } else if (!strcmp(a, "--worker") && v) {
+            b.cfg.worker_path = v;
+            i++;
+        } else if (!strcmp(a, "--no-namespaces")) {
+            b.cfg.no_namespaces = 1;
+        } else if (!strcmp(a, "--quiet")) {
+            b.cfg.quiet = 1;
+        } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
+            b.cfg.verbose = 1;
+        } else {
+            fprintf(stderr, "broker serve: unknown or incomplete option %s (see --help)\n", a);
+            return 64;
+        }
+    }
+    if (!config) {
+        fputs(usage_serve, stderr);
+        return 64;
+    }
+    struct brk_cfgfile *cfg = NULL;
+    char *errors = NULL;
+    int n = brk_cfg_load(config, 0, &cfg, &errors);
+    if (n) {
+        fputs(errors ? errors : "", stderr);
+        fprintf(stderr, "broker serve: %s: %d error%s; not started\n", config, n,
+                n == 1 ? "" : "s");
+        free(errors);
+        return 2;
+    }
+    if (!b.cfg.worker_path)
+        b.cfg.worker_path = cfg->worker_path ? cfg->worker_path : default_worker_path();
+    b.cfg.ca_file = cfg->ca_file;
+    b.cfg.ring_bytes = cfg->ring_bytes;
+    /* The worker path and CA file are read at start; keep copies that outlive reloads. */
+    static char worker_copy[PATH_MAX], ca_copy[PATH_MAX];
+    snprintf(worker_copy, sizeof worker_copy, "%s", b.cfg.worker_path);
+    b.cfg.worker_path = worker_copy;
+    if (b.cfg.ca_file) {
+        snprintf(ca_copy, sizeof ca_copy, "%s", b.cfg.ca_file);
+        b.cfg.ca_file = ca_copy;
+    }
+    if (broker_init(&b) != 0) {
+        brk_cfg_free(cfg);
+        return 5;
+    }
+    int status = brk_serve_run(&b, config, cfg);
+    broker_fini(&b);
+    return status;
+}
+
+static const char usage_policy[] =
+    "usage: broker policy check FILE\n"
+    "       broker policy explain --config FILE --tenant TENANT URL\n"
+    "\n"
+    "check: validates FILE completely; prints every error as file:line: message\n"
+    "(exit 2) or a summary (exit 0).\n"
+    "explain: canonicalises URL and shows, rule by rule, how TENANT's policy decides\n"
+    "websocket.connect and websocket.connect.url, and the address classes its host\n"
+    "may resolve to. Exit 0 when allowed, 1 when denied.\n";
+
+static int cmd_policy(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fputs(usage_policy, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 64 : 0;
+    }
+    const char *config = NULL, *tenant = NULL, *url = NULL;
+    int explain = !strcmp(argv[1], "explain");
+    if (!explain && strcmp(argv[1], "check")) {
+        fprintf(stderr, "broker policy: unknown subcommand '%s' (check or explain)\n", argv[1]);
+        return 64;
+    }
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (explain && !strcmp(a, "--config") && v)
+            config = v, i++;
+        else if (explain && !strcmp(a, "--tenant") && v)
+            tenant = v, i++;
+        else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "broker policy: unknown or incomplete option %s\n", a);
+            return 64;
+        } else if (!explain && !config)
+            config = a;
+        else if (explain && !url)
+            url = a;
+        else {
+            fputs(usage_policy, stderr);
+            return 64;
+        }
+    }
+    if (!config || (explain && (!tenant || !url))) {
+        fputs(usage_policy, stderr);
+        return 64;
+    }
+    struct brk_cfgfile *cfg = NULL;
+    char *errors = NULL;
+    int n = brk_cfg_load(config, explain ? BRK_CFG_NO_FILE_CHECKS : 0, &cfg, &errors);
+    if (n) {
+        fputs(errors ? errors : "", stderr);
+        fprintf(stderr, "%s: %d error%s\n", config, n, n == 1 ? "" : "s");
+        free(errors);
+        return 2;
+    }
+    if (!explain) {
+        printf("%s: ok: %zu tenants, %zu scripts, %zu rules (digest %016llx)\n", config,
+               cfg->n_tenants, cfg->n_scripts, cfg->n_rules, (unsigned long long)cfg->digest);
+        brk_cfg_free(cfg);
+        return 0;
+    }
+    const struct brk_cfg_tenant *t = brk_cfg_tenant(cfg, tenant);
+    if (!t) {
+        fprintf(stderr, "broker policy explain: %s has no tenant '%s'\n", config, tenant);
+        brk_cfg_free(cfg);
+        return 64;
+    }
+    static struct brk_url u;
+    char err[256];
+    int rc = 1;
+    printf("tenant %s (%s:%d)\n", t->name, config, t->line);
+    if (brk_url_parse(url, strlen(url), &u, err, sizeof err) != 0) {
+        printf("URL: invalid: %s\n=> DENY (INVALID: the broker refuses it before any rule)\n",
+               err);
+        brk_cfg_free(cfg);
+        return 1;
+    }
+    printf("URL: %s\ncanonical: %s\n\n", url, u.canonical);
+    static char buf[65536];
+    int e1 = pol_explain(&t->policy, POL_ACT_CONNECT, "*", buf, sizeof buf);
+    printf("%s\n", buf);
+    int e2 = pol_explain(&t->policy, POL_ACT_URL, u.canonical, buf, sizeof buf);
+    printf("%s\n", buf);
+    char classes[512] = "";
+    for (int c = 0; c < BRK_ADDR_NCLASSES; c++)
+        if (t->addr_mask & BRK_ADDR_BIT(c)) {
+            size_t l = strlen(classes);
+            snprintf(classes + l, sizeof classes - l, "%s%s", l ? "," : "",
+                     brk_addr_class_name((enum brk_addr_class)c));
+        }
+    if (u.host_is_ip)
+        printf("address: %s is an IP literal: the URL rule decides (no address class check)\n",
+               u.host);
+    else
+        printf("address: every address %s resolves to must be of a class in allow_addresses = "
+               "%s\n",
+               u.host, classes[0] ? classes : "(none)");
+    if (e1 == POL_ALLOW && e2 == POL_ALLOW) {
+        printf("=> ALLOW (subject to the address check at connect time)\n");
+        rc = 0;
+    } else {
+        printf("=> DENY (PERMISSION_DENIED)\n");
+    }
+    brk_cfg_free(cfg);
+    return rc;
+}
+
+static int cmd_admin(int argc, char **argv)
+{
+    const char *sock = NULL, *config = NULL;
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(argv[i], "--socket") && v)
+            sock = v, i++;
+        else if (!strcmp(argv[i], "--config") && v)
+            config = v, i++;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs("usage: broker admin [--socket PATH | --config FILE] COMMAND [ARG]\n"
+                  "commands: status, metrics, reload [revoke], stop TENANT[/SCRIPT],\n"
+                  "          start TENANT[/SCRIPT], drain\n",
+                  stdout);
+            return 0;
+        } else
+            break;
+    }
+    if (i >= argc || (!sock && !config)) {
+        fprintf(stderr, "usage: broker admin [--socket PATH | --config FILE] COMMAND [ARG]\n");
+        return 64;
+    }
+    struct brk_cfgfile *cfg = NULL;
+    if (!sock) {
+        char *errors = NULL;
+        if (brk_cfg_load(config, BRK_CFG_NO_FILE_CHECKS, &cfg, &errors) != 0 ||
+            !cfg->admin_socket) {
+            fputs(errors ? errors : "", stderr);
+            fprintf(stderr, "broker admin: no admin_socket found in %s\n", config);
+            free(errors);
+            brk_cfg_free(cfg);
+            return 64;
+        }
+        sock = cfg->admin_socket;
+    }
+    char req[1024] = "";
+    for (; i < argc; i++) {
+        size_t l = strlen(req);
+        snprintf(req + l, sizeof req - l, "%s%s", l ? " " : "", argv[i]);
+    }
+    int rc = brk_admin_request(sock, req, stdout, stderr);
+    brk_cfg_free(cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
@@ -328,6 +567,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "run"))
         return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "serve"))
+        return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "policy"))
+        return cmd_policy(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "admin"))
+        return cmd_admin(argc - 1, argv + 1);
     if (!strcmp(argv[1], "demo-server"))
         return brk_demo_server_main(argc - 1, argv + 1);
     fprintf(stderr, "broker: unknown command '%s' (see broker --help)\n", argv[1]);

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "broker/quota.h"
 #include "shm/proto.h"
 
 /* Records handled per intake round before yielding to other events. */
@@ -360,6 +361,35 @@ static void free_worker(void *ctx)
     free(w);
 }
 
+static int handle_record(struct brk_worker *w, const struct shm_rec *h, const uint8_t *p);
+
+/* The worker is gone, so its ring no longer changes: take the output and the
+ * EXIT record it wrote before it died, which an intake deferred to after this
+ * event batch (INTAKE_BATCH) or a death reported before the eventfd would
+ * otherwise lose (and the end would be misclassified as a crash). Other
+ * records are dropped: nothing can answer them. */
+static void drain_dead(struct brk_worker *w)
+{
+    struct shm_rec h;
+    while (!w->killed && shm_rx_read_copy(&w->link.rx, &h, w->rec, w->rec_cap) == 1) {
+        if ((h.type == PROTO_LOG || h.type == PROTO_EXIT) && handle_record(w, &h, w->rec) < 0)
+            break;
+    }
+}
+
+/* Why a worker that exited before READY stopped (worker/main.c exit codes). */
+static const char *startup_failure(int status)
+{
+    switch (status) {
+    case 10: return "start-up failed: bad worker arguments";
+    case 11: return "start-up failed: cannot map the rings";
+    case 12: return "start-up failed: sandbox could not be set up (no script ran)";
+    case 13: return "start-up failed: cannot create the Lua runtime";
+    case 14: return "start-up failed: no script received";
+    default: return "exited before READY";
+    }
+}
+
 static void on_pidfd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
 {
     struct brk_worker *w = (struct brk_worker *)((char *)io - offsetof(struct brk_worker, pid_io));
@@ -372,6 +402,11 @@ static void on_pidfd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
     brk_io_stop(loop, &w->efd_io);
     brk_timer_stop(loop, &w->ready_timer);
     brk_timer_stop(loop, &w->wall_timer);
+    if (!w->killed && w->state != BRK_W_STARTING)
+        drain_dead(w);
+    if (!w->killed && w->state == BRK_W_STARTING && !w->why)
+        w->why = strdup(si.si_code == CLD_EXITED ? startup_failure(si.si_status)
+                                                 : "died before READY");
     if (!w->killed) {
         if (si.si_code == CLD_EXITED) {
             if (w->exit_status == PROTO_EXIT_OK && si.si_status == 0)
@@ -434,7 +469,7 @@ static void on_wall_timeout(struct brk_loop *loop, struct brk_timer *t)
     struct brk_worker *w =
         (struct brk_worker *)((char *)t - offsetof(struct brk_worker, wall_timer));
     brk_worker_kill(w, BRK_WEND_WALL, "wall-clock budget of %llu ms used up",
-                    (unsigned long long)w->b->cfg.wall_ms);
+                    (unsigned long long)w->wall_ms);
 }
 
 /* ---- intake ---- */
@@ -444,10 +479,29 @@ static void print_output(struct brk_worker *w, int is_err, const uint8_t *p, uin
 {
     FILE *f = is_err ? stderr : stdout;
     uint32_t start = 0;
+    if (w->tenant) {
+        /* Serve mode: the tenant's log rate quota; dropped lines are counted
+         * and announced with the next line that gets through. */
+        uint32_t lines = 1;
+        for (uint32_t i = 0; i + 1 < n; i++)
+            lines += p[i] == '\n';
+        if (!brk_q_log_admit(w, lines)) {
+            w->log_suppressed += lines;
+            return;
+        }
+        if (w->log_suppressed) {
+            fprintf(f, "[%s w%u] (%llu output lines suppressed: log_lines_per_sec quota)\n",
+                    w->sname, w->id, (unsigned long long)w->log_suppressed);
+            w->log_suppressed = 0;
+        }
+    }
     for (uint32_t i = 0; i <= n; i++) {
         if (i == n || p[i] == '\n') {
             if (i > start || i < n) {
-                fprintf(f, "[w%u] ", w->id);
+                if (w->sname)
+                    fprintf(f, "[%s w%u] ", w->sname, w->id);
+                else
+                    fprintf(f, "[w%u] ", w->id);
                 /* Control bytes other than tab are shown escaped: scripts must
                  * not drive the operator's terminal. */
                 for (uint32_t j = start; j < i; j++) {
@@ -477,9 +531,9 @@ static int handle_record(struct brk_worker *w, const struct shm_rec *h, const ui
         }
         w->state = BRK_W_RUNNING;
         brk_timer_stop(b->loop, &w->ready_timer);
-        if (b->cfg.wall_ms)
+        if (w->wall_ms)
             brk_timer_start(b->loop, &w->wall_timer,
-                            brk_now_ns() + (int64_t)b->cfg.wall_ms * 1000000, on_wall_timeout);
+                            brk_now_ns() + (int64_t)w->wall_ms * 1000000, on_wall_timeout);
         brk_info(b, "w%u ready: %.*s", w->id, (int)h->len, (const char *)p);
         send_script(w);
         return 0;
@@ -570,15 +624,6 @@ static int handle_record(struct brk_worker *w, const struct shm_rec *h, const ui
     }
 }
 
-static void intake(struct brk_worker *w);
-
-static void intake_deferred(void *ctx)
-{
-    struct brk_worker *w = ctx;
-    if (w->state != BRK_W_DEAD)
-        intake(w);
-}
-
 static void intake(struct brk_worker *w)
 {
     struct shm_link *l = &w->link;
@@ -587,8 +632,11 @@ static void intake(struct brk_worker *w)
     flush_blocked(w);
     send_script(w);
     int n = 0;
+    /* Never more than one record can hold: shm_tx_prepare_wait clamps to
+     * that, and a larger reserve here would spin on rings under 16 KiB. */
+    uint32_t reserve = l->tx.max_payload < REPLY_RESERVE ? l->tx.max_payload : REPLY_RESERVE;
     while (!w->killed && w->state != BRK_W_DEAD) {
-        if (w->outbox_bytes > OUTBOX_LIMIT || shm_tx_space(&l->tx) < REPLY_RESERVE) {
+        if (w->outbox_bytes > OUTBOX_LIMIT || shm_tx_space(&l->tx) < reserve) {
             /* Replies would not fit: leave the worker's records where they
              * are until it makes room (it wakes us). */
             w->intake_paused = 1;
@@ -604,7 +652,11 @@ static void intake(struct brk_worker *w)
         }
         w->intake_paused = 0;
         if (n == INTAKE_BATCH) {
-            brk_defer(w->b->loop, intake_deferred, w);
+            /* Yield through our own eventfd, not brk_defer: the loop runs
+             * deferred calls until none are left, so a deferred intake of a
+             * worker that keeps its ring full would never let the loop
+             * poll sockets, timers or other workers again. */
+            shm_efd_signal(l->own_efd);
             break;
         }
         struct shm_rec h;
@@ -646,12 +698,24 @@ static void on_efd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
 struct brk_worker *brk_worker_spawn(struct brk *b, const char *name, const char *src, size_t len,
                                     const char **err)
 {
+    struct brk_wlimits lim = {b->cfg.worker_mem, b->cfg.cpu_ms, b->cfg.wall_ms};
+    return brk_worker_spawn_ex(b, name, src, len, &lim, NULL, NULL, err);
+}
+
+struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const char *src,
+                                       size_t len, const struct brk_wlimits *lim,
+                                       struct brk_tenant *tenant, struct brk_unit *unit,
+                                       const char **err)
+{
     struct brk_worker *w = calloc(1, sizeof *w);
     if (!w) {
         *err = "out of memory";
         return NULL;
     }
     w->b = b;
+    w->tenant = tenant;
+    w->unit = unit;
+    w->wall_ms = lim->wall_ms;
     w->id = ++b->next_worker_id;
     w->exit_status = -1;
     w->pidfd = -1;
@@ -681,8 +745,8 @@ struct brk_worker *brk_worker_spawn(struct brk *b, const char *name, const char 
     w->rec = malloc(w->rec_cap);
 
     char a_mem[32], a_cpu[32], a_pid[32];
-    snprintf(a_mem, sizeof a_mem, "%llu", (unsigned long long)b->cfg.worker_mem);
-    snprintf(a_cpu, sizeof a_cpu, "%llu", (unsigned long long)b->cfg.cpu_ms);
+    snprintf(a_mem, sizeof a_mem, "%llu", (unsigned long long)lim->mem);
+    snprintf(a_cpu, sizeof a_cpu, "%llu", (unsigned long long)lim->cpu_ms);
     snprintf(a_pid, sizeof a_pid, "%d", (int)getpid());
     char *argv[] = {"worker", "--mem", a_mem, "--cpu-ms", a_cpu, "--broker-pid", a_pid,
                     b->cfg.no_namespaces ? "--no-namespaces" : NULL, NULL};

@@ -807,6 +807,8 @@ static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
     /* Frame payload consumed and inflate drained. */
     w->rx = RX_HEAD;
     if (!w->fr_fin) return 1;
+    if (!ws_inflate_at_boundary(w->z))
+        return proto_err(w, "compressed message does not end on a deflate block boundary");
     if (w->msg_op == WS_OP_TEXT && !ws_utf8_done(&w->utf8)) return utf8_fail(w);
     int r = ws_inflate_end_msg(w->z);
     if (r) return fail(w, 1011, "inflate reset failed", r);

@@ -22,6 +22,7 @@ struct ws_deflate {
     z_stream out;    /* deflater, valid when out_ready */
     int out_ready;   /* 1 once deflateInit2 succeeded */
     int in_ended;    /* 1 after the inflater reported Z_STREAM_END in this message */
+    int in_boundary; /* 1 when the inflater stands between two deflate blocks */
     int in_bits;     /* window bits of the inflater (9..15) */
 };
 
@@ -195,6 +196,7 @@ struct ws_deflate *ws_deflate_new(const struct ws_pmd *p)
     if (!d) return NULL;
     d->p = *p;
     d->in_bits = p->server_bits < 9 ? 9 : p->server_bits;
+    d->in_boundary = 1;
     if (inflateInit2(&d->in, -d->in_bits) != Z_OK) {
         free(d);
         return NULL;
@@ -227,9 +229,17 @@ int ws_inflate(struct ws_deflate *d, const uint8_t *in, size_t n, size_t *used, 
     d->in.avail_in = ain;
     d->in.next_out = out;
     d->in.avail_out = aout;
-    int r = inflate(&d->in, Z_SYNC_FLUSH);
+    /* Z_BLOCK flushes like Z_SYNC_FLUSH but also stops at each block end,
+     * where zlib reports the boundary in data_type (bit 128). A call that
+     * starts on a boundary and makes no progress keeps that status. After
+     * the BFINAL block (bit 64) it stops before reporting the end: one more
+     * call, which consumes nothing, gives Z_STREAM_END. */
+    int was = d->in_boundary;
+    int r = inflate(&d->in, Z_BLOCK);
+    if (r == Z_OK && (d->in.data_type & 192) == 192) r = inflate(&d->in, Z_BLOCK);
     *used = ain - d->in.avail_in;
     *made = aout - d->in.avail_out;
+    if (*used || *made || !was) d->in_boundary = (d->in.data_type & 128) != 0;
     switch (r) {
     case Z_OK:
     case Z_BUF_ERROR: /* no progress possible: needs input or output space */
@@ -244,8 +254,14 @@ int ws_inflate(struct ws_deflate *d, const uint8_t *in, size_t n, size_t *used, 
     }
 }
 
+int ws_inflate_at_boundary(const struct ws_deflate *d)
+{
+    return d->in_ended || d->in_boundary;
+}
+
 int ws_inflate_end_msg(struct ws_deflate *d)
 {
+    d->in_boundary = 1;
     if (d->p.server_no_ctx) {
         d->in_ended = 0;
         return inflateReset(&d->in) == Z_OK ? 0 : WS_E_DEFLATE;

@@ -60,6 +60,13 @@ int ws_deflate_can_send(const struct ws_deflate *d);
 int ws_inflate(struct ws_deflate *d, const uint8_t *in, size_t n, size_t *used, uint8_t *out,
                size_t cap, size_t *made);
 
+/* 1 when all input given so far ends on a deflate block boundary (or the
+ * stream ended with BFINAL). A message whose payload plus the 00 00 FF FF
+ * tail does not end there is truncated or corrupt: RFC 7692 senders always
+ * end a message with an empty stored block (whose last 4 bytes are removed)
+ * or a BFINAL block. */
+int ws_inflate_at_boundary(const struct ws_deflate *d);
+
 /* Ends a message on the inflate side: resets the stream when the server
  * uses no context takeover, or restarts it with the old window as dictionary
  * after a BFINAL block. 0 or WS_E_NOMEM / WS_E_DEFLATE. */

@@ -881,6 +881,14 @@ static int send_k(lua_State *L, int status, lua_KContext kctx)
             free(e.msg);
             return 2;
         }
+        if (c->state == WS_CLOSED && c->closed_kind == PROTO_EK_TIMEOUT && !c->script_closed) {
+            /* The broker's write (or read) timeout ended the connection
+             * while this send was in progress: report it as a timeout. */
+            send_release(c);
+            return rt_err_return(L, 1, PROTO_EK_TIMEOUT, RT_RETRY_NO,
+                                 "send failed; connection closed: %s",
+                                 c->close_msg && c->close_msg[0] ? c->close_msg : "timeout");
+        }
         if (c->state != WS_OPEN || c->script_closed || !ws->bridge) {
             send_release(c);
             return ws->bridge ? closed_return(L, 1, c) : link_broken_return(L, 1);
@@ -1239,7 +1247,8 @@ static int opt_int(lua_State *L, int idx, const char *name, lua_Integer lo, lua_
 
 static int reserved_header(const char *s, size_t n)
 {
-    static const char *const names[] = {"host", "upgrade", "connection"};
+    static const char *const names[] = {"host", "upgrade", "connection", "content-length",
+                                        "transfer-encoding"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strlen(names[i]) == n && strncasecmp(s, names[i], n) == 0) return 1;
     return n >= 14 && strncasecmp(s, "sec-websocket-", 14) == 0;
@@ -1263,8 +1272,11 @@ static int check_headers(lua_State *L, int idx, struct ws_opts *o)
             return opt_error(L, "headers", "header '%s' is set by the client and cannot be given",
                              name);
         for (size_t i = 0; i < vl; i++)
-            if (val[i] == '\r' || val[i] == '\n' || val[i] == '\0')
-                return opt_error(L, "headers", "value of header '%s' contains CR, LF or NUL", name);
+            if ((unsigned char)val[i] < 0x20 || val[i] == 0x7f)
+                return opt_error(L, "headers",
+                                 "value of header '%s' contains a control character (CR, LF, "
+                                 "NUL, TAB...)",
+                                 name);
         if (nl + vl > PROTO_MAX_HEADER_BYTES)
             return opt_error(L, "headers", "header '%s' is longer than %u bytes", name,
                              (unsigned)PROTO_MAX_HEADER_BYTES);

@@ -22,8 +22,8 @@ count() {
         f=$(echo "$line" | awk '{print $5}')
     else
         line=$(grep -E '^[^ ]*:? ?[0-9]+ passed, [0-9]+ failed' "$file" | tail -n 1)
-        p=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed.*/\1/; s/^([0-9]+) passed.*/\1/')
-        f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+        p=$(echo "$line" | grep -oE '[0-9]+ passed' | tail -n 1 | cut -d' ' -f1)
+        f=$(echo "$line" | grep -oE '[0-9]+ failed' | tail -n 1 | cut -d' ' -f1)
     fi
     if [ -z "${p:-}" ] || [ -z "${f:-}" ]; then
         echo "== $name: no summary (exit $rc): counted as 1 failure"
@@ -52,6 +52,7 @@ suite unit "$BUILD/unit_tests"
 [ -x tests/run-lua.sh ] && suite lua tests/run-lua.sh
 [ -f tests/peers/smoke.py ] && suite peers /usr/bin/python3 tests/peers/smoke.py
 [ -x tests/integration/run.sh ] && suite integration tests/integration/run.sh
+[ -x tests/operators/run.sh ] && suite operators tests/operators/run.sh
 
 echo
 echo "all suites: $passed passed, $failed failed"

@@ -702,6 +702,39 @@ def register_sni(tls):
 # ---- end of /sni ----
 
 
+# ---- /close_seen + /close_report (added for tests/integration/ws_errors.lua) ----
+CLOSE_SEEN = {}  # id query parameter -> (code, reason) of the client's close frame
+
+
+async def app_close_seen(conn, info):
+    """Echoes like /echo; when the client closes, remembers its close code and
+    reason under ?id= (code 1006 when TCP ended without a close frame)."""
+    key = str_arg(info["query"], "id", "")
+    try:
+        await app_echo(conn, info)
+    finally:
+        CLOSE_SEEN[key] = conn.close_rcvd or (1006, "")
+
+
+async def app_close_report(conn, info):
+    """Sends `code=<c> reason=<r>` for ?id= (waits up to 2 s for it), or `none`."""
+    key = str_arg(info["query"], "id", "")
+    for _ in range(200):
+        if key in CLOSE_SEEN:
+            break
+        await asyncio.sleep(0.01)
+    rec = CLOSE_SEEN.get(key)
+    await conn.send("none" if rec is None else "code=%d reason=%s" % rec)
+    await drain_until_closed(conn)
+
+
+def register_close_seen():
+    PATHS.update(("/close_seen", "/close_report"))
+    APPS["/close_seen"] = app_close_seen
+    APPS["/close_report"] = app_close_report
+# ---- end of /close_seen + /close_report ----
+
+
 async def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--port", type=int, default=0)
@@ -713,6 +746,7 @@ async def main():
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(args.tls[0], args.tls[1])
     register_sni(tls)
+    register_close_seen()
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):

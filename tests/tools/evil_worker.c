@@ -1,29 +1,58 @@
-/* A hostile worker: enters the sandbox exactly like the real worker
- * (sbx_prepare with namespaces, then sbx_lockdown with the production filter)
- * and then tries one forbidden thing named by argv[1], directly in C with a
- * raw system call.
+/* A hostile worker, standing in for a Lua VM that a script has taken over: it
+ * enters the sandbox exactly like the real worker (sbx_prepare with
+ * namespaces, then sbx_lockdown with the production filter) and then tries one
+ * forbidden thing directly in C with a raw system call.
  *
+ * Standalone (no broker):
  *   build/evil_worker list        names of the attempts
  *   build/evil_worker NAME        run one attempt
  *   build/evil_worker ok          the allowed operations must all work
  *
- * Outcome (for scripts): killed by SIGSYS = the filter killed it (expected for
- * everything but the errno-mapped calls); exit 3 = the call failed with an
- * errno (printed; expected for open/openat/rseq); exit 4 = the forbidden call
- * SUCCEEDED (a hole in the sandbox); exit 2 = the sandbox could not be set
- * up; exit 0 = "ok" passed; exit 1 = usage or an allowed operation failed.
- * Output goes to stdout (fd 1 is on the allowed list for this tool; the
+ * Through the real broker (`build/broker run --worker build/evil_worker
+ * SCRIPT`): started with the worker's argv (--mem, --cpu-ms, --broker-pid,
+ * [--no-namespaces]) and the link descriptors 3..6, it maps the rings, enters
+ * the sandbox with the production options and descriptor list {5, 6}, sends
+ * READY, receives the script and runs the attempt the script names with a line
+ * `evil: NAME` (or `ok`). Progress goes to the broker as LOG records. An
+ * errno answer ends with EXIT status 1 ("survived: ..."), "ok" with EXIT 0,
+ * and a forbidden call that succeeds with EXIT 0 and a "HOLE:" line, so a
+ * test that expects the broker's "seccomp violation" (exit 4) fails.
+ * Two extra first options, for wrapper scripts given as --worker:
+ *   evil_worker --stall WORKER-ARGS...   sandbox on, but never READY (the
+ *                                       broker must kill it: not ready in time)
+ *   evil_worker --deny-seccomp PATH WORKER-ARGS...
+ *                                       installs a filter that makes seccomp()
+ *                                       and prctl(PR_SET_SECCOMP) fail with
+ *                                       EPERM, then execs PATH (the real
+ *                                       worker) with WORKER-ARGS: its lockdown
+ *                                       must fail and no script may run.
+ *   evil_worker --deny-unshare PATH WORKER-ARGS...
+ *                                       the same with unshare() failing with
+ *                                       EPERM, as where unprivileged user
+ *                                       namespaces are off: the worker must say
+ *                                       so and run with the other layers.
+ *
+ * Standalone outcome (for scripts): killed by SIGSYS = the filter killed it
+ * (expected for everything but the errno-mapped calls); exit 3 = the call
+ * failed with an errno (printed; expected for open/openat/rseq); exit 4 = the
+ * forbidden call SUCCEEDED (a hole in the sandbox); exit 2 = the sandbox could
+ * not be set up; exit 0 = "ok" passed; exit 1 = usage or an allowed operation
+ * failed. Output goes to stdout (fd 1 is on the allowed list in this mode; the
  * "write_other" attempt writes to fd 2, which is kept open but not allowed).
  * Send stdout to a pipe or a terminal, not to a regular file: RLIMIT_FSIZE 0
  * ends any write that would grow a file with SIGXFSZ.
  *
- * Layer: tests/tools. Links libhost.a for sandbox/; no Lua, no libwebsockets. */
+ * Layer: tests/tools. Links libhost.a for sandbox/ and shm/; no Lua, no
+ * libwebsockets. */
 #include "sandbox/sandbox.h"
+#include "shm/proto.h"
+#include "shm/ring.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <seccomp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -46,7 +75,12 @@ struct evil_env {
 
 static struct evil_env env;
 
-/* Prints with one raw write (stdio could fstat the descriptor first). */
+/* Worker mode: the attached broker link (NULL when standalone). */
+static struct shm_link *g_link;
+
+/* Prints with one raw write (stdio could fstat the descriptor first), or, in
+ * worker mode, sends the text as a LOG record (no system call but the
+ * eventfd write that wakes the broker). */
 __attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
 {
     char buf[512];
@@ -56,6 +90,11 @@ __attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
     va_end(ap);
     if (k < 0) return;
     if ((size_t)k >= sizeof buf) k = sizeof buf - 1;
+    if (g_link) {
+        if (shm_tx_write(&g_link->tx, PROTO_LOG, 0, 0, buf, (uint32_t)k) == 0)
+            shm_tx_publish(&g_link->tx);
+        return;
+    }
     syscall(SYS_write, 1, buf, (size_t)k);
 }
 
@@ -289,7 +328,8 @@ static int run_ok(void)
     if (syscall(SYS_write, env.efd, &v, sizeof v) != sizeof v)
         return say("ok: eventfd write failed\n"), 1;
     v = 0;
-    if (syscall(SYS_read, env.efd, &v, sizeof v) != sizeof v || v != 7)
+    /* >= 7: in worker mode the broker may signal the same eventfd */
+    if (syscall(SYS_read, env.efd, &v, sizeof v) != sizeof v || v < 7)
         return say("ok: eventfd read failed\n"), 1;
     struct timespec ts;
     if (syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &ts) != 0)
@@ -309,14 +349,246 @@ static int run_ok(void)
         return say("ok: futex wake failed\n"), 1;
     struct pollfd pfd = {.fd = env.efd, .events = POLLIN};
     struct timespec to = {0, 1000000};
-    if (syscall(SYS_ppoll, &pfd, 1, &to, NULL, 8) != 0)
-        return say("ok: ppoll did not time out\n"), 1;
+    if (syscall(SYS_ppoll, &pfd, 1, &to, NULL, 8) < 0) return say("ok: ppoll failed\n"), 1;
     say("ok: eventfd, clock_gettime, mmap, malloc 100 MB, futex, ppoll all work\n");
     return 0;
 }
 
+static const struct attempt *find_attempt(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof attempts / sizeof attempts[0]; i++)
+        if (strlen(attempts[i].name) == len && memcmp(attempts[i].name, name, len) == 0)
+            return &attempts[i];
+    return NULL;
+}
+
+/* Makes the attempt; returns the standalone exit status (3 errno, 4 hole). */
+static int make_attempt(const struct attempt *a)
+{
+    say("attempt: %s\n", a->name);
+    errno = 0;
+    long r = a->fn();
+    int e = errno;
+    if (r == -1) {
+        say("survived: %s failed with errno %d (%s)%s\n", a->name, e, strerror(e),
+            e == a->want_errno ? ", the mapped errno" : ", NOT the mapped errno");
+        return 3;
+    }
+    say("HOLE: %s succeeded (returned %ld)\n", a->name, r);
+    return 4;
+}
+
+/* ---- worker mode ---- */
+
+/* Sends EXIT (status, message) and publishes. */
+static void send_exit(int status, const char *msg)
+{
+    struct {
+        struct proto_exit ex;
+        char text[200];
+    } rec;
+    memset(&rec, 0, sizeof rec);
+    rec.ex.status = status;
+    size_t n = strlen(msg);
+    if (n > sizeof rec.text) n = sizeof rec.text;
+    memcpy(rec.text, msg, n);
+    if (shm_tx_write(&g_link->tx, PROTO_EXIT, 0, 0, &rec, (uint32_t)(sizeof rec.ex + n)) == 0)
+        shm_tx_publish(&g_link->tx);
+}
+
+/* Sleeps on the worker's eventfd until the broker signals (or 1 s passes). */
+static void wait_efd(void)
+{
+    struct pollfd pfd = {.fd = g_link->own_efd, .events = POLLIN};
+    struct timespec to = {1, 0};
+    syscall(SYS_ppoll, &pfd, 1, &to, NULL, 8);
+    shm_efd_drain(g_link->own_efd);
+}
+
+/* Receives the whole SCRIPT record sequence into r (u32 name length, name,
+ * source). Returns 0, or -1 on SHUTDOWN or a broken link. */
+static int recv_script(struct shm_reasm *r)
+{
+    struct shm_rx *rx = &g_link->rx;
+    for (;;) {
+        const struct shm_rec *h;
+        const void *p;
+        int rc = shm_rx_peek(rx, &h, &p);
+        if (rc < 0) return -1;
+        if (rc == 0) {
+            shm_rx_release(rx);
+            rc = shm_rx_prepare_wait(rx);
+            if (rc < 0) return -1;
+            if (rc == 0) wait_efd();
+            shm_rx_end_wait(rx);
+            continue;
+        }
+        if (h->type == PROTO_SHUTDOWN) return -1;
+        int done = 0;
+        if (h->type == PROTO_SCRIPT) {
+            rc = shm_reasm_feed(r, h, p);
+            if (rc < 0) return -1;
+            done = rc == 1;
+        }
+        shm_rx_consume(rx);
+        if (done) {
+            shm_rx_release(rx);
+            return 0;
+        }
+    }
+}
+
+/* Finds "evil: NAME" (or "evil:NAME") in the script text; "ok" selects the
+ * allowed-operations check. Returns 0 and the name span, or -1. */
+static int parse_attempt(const char *src, size_t len, const char **name, size_t *nlen)
+{
+    for (size_t i = 0; i + 5 <= len; i++) {
+        if (memcmp(src + i, "evil:", 5) != 0) continue;
+        size_t j = i + 5;
+        while (j < len && (src[j] == ' ' || src[j] == '\t'))
+            j++;
+        size_t k = j;
+        while (k < len && (src[k] == '_' || (src[k] >= 'a' && src[k] <= 'z') ||
+                           (src[k] >= '0' && src[k] <= '9')))
+            k++;
+        if (k == j) return -1;
+        *name = src + j;
+        *nlen = k - j;
+        return 0;
+    }
+    return -1;
+}
+
+static uint64_t num_arg(const char *s)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s == 0 || *end != 0) _exit(10);
+    return v;
+}
+
+/* The worker protocol (see worker/main.c): same argv, same descriptors, same
+ * sandbox options and filter descriptor list as the real worker, plus one
+ * memfd kept open as the target of the read/mmap attempts. stall = never
+ * send READY. Exit codes as worker/main.c: 10+ for start-up failures. */
+static int worker_mode(int argc, char **argv, int stall)
+{
+    uint64_t mem = 64u << 20, cpu_ms = 0;
+    pid_t broker = 0;
+    int try_ns = 1;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--mem") && i + 1 < argc)
+            mem = num_arg(argv[++i]);
+        else if (!strcmp(argv[i], "--cpu-ms") && i + 1 < argc)
+            cpu_ms = num_arg(argv[++i]);
+        else if (!strcmp(argv[i], "--broker-pid") && i + 1 < argc)
+            broker = (pid_t)num_arg(argv[++i]);
+        else if (!strcmp(argv[i], "--no-namespaces"))
+            try_ns = 0;
+        else
+            _exit(10);
+    }
+    if (broker <= 0) _exit(10);
+    static struct shm_link link;
+    struct shm_worker_fds fds = {.region_b = 3, .region_w = 4, .efd_worker = 5, .efd_broker = 6};
+    if (shm_link_attach_worker(&link, &fds) != 0) _exit(11);
+    env.efd = link.own_efd;
+    env.memfd = (int)syscall(SYS_memfd_create, "evil-target", 0);
+    env.page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (env.memfd < 0 || env.page == MAP_FAILED || ftruncate(env.memfd, 4096) != 0) _exit(11);
+
+    uint64_t as_cap = 0; /* as worker/main.c: ASan reserves terabytes of address space */
+#if !defined(__SANITIZE_ADDRESS__)
+    as_cap = mem * 2 + (512u << 20);
+#endif
+    const int keep[] = {5, 6, env.memfd};
+    const int allowed[] = {5, 6}; /* the production list */
+    char log[512] = "", lock_log[256] = "";
+    struct sbx_opts so = {.keep_fds = keep,
+                          .n_keep = 3,
+                          .broker_pid = broker,
+                          .mem_bytes = as_cap,
+                          .cpu_seconds = cpu_ms ? (cpu_ms + 999) / 1000 + 1 : 0,
+                          .try_namespaces = try_ns};
+    if (sbx_prepare(&so, log, sizeof log) != 0) _exit(12);
+    if (sbx_lockdown(allowed, 2, lock_log, sizeof lock_log) != 0) _exit(12);
+    g_link = &link;
+    if (stall) /* locked down, but never READY: the broker's timer must act */
+        for (;;)
+            wait_efd();
+    char ready[800];
+    int n = snprintf(ready, sizeof ready, "EVIL WORKER: %s; %s", log, lock_log);
+    if (n < 0 || (size_t)n >= sizeof ready) n = (int)strlen(ready);
+    if (shm_tx_write(&link.tx, PROTO_READY, 0, 0, ready, (uint32_t)n) != 0) _exit(11);
+    shm_tx_publish(&link.tx);
+
+    struct shm_reasm r;
+    shm_reasm_init(&r, 1u << 20);
+    if (recv_script(&r) != 0) _exit(14);
+    uint32_t name_len;
+    if (r.len < 4) _exit(14);
+    memcpy(&name_len, r.buf, 4);
+    if (name_len > r.len - 4) _exit(14);
+    const char *src = (const char *)r.buf + 4 + name_len;
+    size_t src_len = r.len - 4 - name_len;
+    const char *an;
+    size_t alen;
+    if (parse_attempt(src, src_len, &an, &alen) != 0) {
+        send_exit(PROTO_EXIT_ERROR, "evil_worker: the script names no attempt (evil: NAME)");
+        _exit(1);
+    }
+    if (alen == 2 && memcmp(an, "ok", 2) == 0) {
+        int st = run_ok();
+        send_exit(st ? PROTO_EXIT_ERROR : PROTO_EXIT_OK, st ? "allowed operation failed" : "");
+        _exit(st);
+    }
+    const struct attempt *a = find_attempt(an, alen);
+    if (!a) {
+        send_exit(PROTO_EXIT_ERROR, "evil_worker: unknown attempt");
+        _exit(1);
+    }
+    int st = make_attempt(a);
+    if (st == 3) {
+        send_exit(PROTO_EXIT_ERROR, "survived: the call failed with an errno");
+        _exit(1);
+    }
+    send_exit(PROTO_EXIT_OK, "HOLE: a forbidden call succeeded");
+    _exit(0);
+}
+
+/* Wrapper modes: a filter (allow by default) that makes every way to install
+ * a seccomp filter fail with EPERM (deny_ns 0: the real worker's lockdown must
+ * then fail so that no script runs), or unshare() (deny_ns 1: the kernel
+ * "refuses" namespaces), then exec the real worker. */
+static int deny_exec(int argc, char **argv, int deny_ns)
+{
+    if (argc < 1) return 10;
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (!ctx) return 10;
+    int rc;
+    if (deny_ns) {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(unshare), 0);
+    } else {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(seccomp), 0);
+        if (rc == 0)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 1,
+                                  SCMP_A0(SCMP_CMP_EQ, PR_SET_SECCOMP));
+    }
+    if (rc == 0) rc = seccomp_load(ctx);
+    seccomp_release(ctx);
+    if (rc != 0) return 10;
+    char *const envp[] = {NULL};
+    execve(argv[0], argv, envp);
+    return 10;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "--deny-seccomp")) return deny_exec(argc - 2, argv + 2, 0);
+    if (argc >= 2 && !strcmp(argv[1], "--deny-unshare")) return deny_exec(argc - 2, argv + 2, 1);
+    if (argc >= 2 && !strcmp(argv[1], "--stall")) return worker_mode(argc - 1, argv + 1, 1);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--broker-pid")) return worker_mode(argc, argv, 0);
     if (argc != 2) {
         fprintf(stderr, "usage: %s list|ok|ATTEMPT\n", argv[0]);
         return 1;
@@ -327,9 +599,7 @@ int main(int argc, char **argv)
             printf("%s\n", attempts[i].name);
         return 0;
     }
-    const struct attempt *a = NULL;
-    for (size_t i = 0; i < na; i++)
-        if (strcmp(argv[1], attempts[i].name) == 0) a = &attempts[i];
+    const struct attempt *a = find_attempt(argv[1], strlen(argv[1]));
     if (!a && strcmp(argv[1], "ok") != 0) {
         fprintf(stderr, "evil_worker: unknown attempt '%s' (try: list)\n", argv[1]);
         return 1;
@@ -358,15 +628,5 @@ int main(int argc, char **argv)
     say("lockdown: %s (rc %d)\n", log, rc);
     if (rc != 0) return 2;
     if (!a) return run_ok();
-    say("attempt: %s\n", a->name);
-    errno = 0;
-    long r = a->fn();
-    int e = errno;
-    if (r == -1) {
-        say("survived: %s failed with errno %d (%s)%s\n", a->name, e, strerror(e),
-            e == a->want_errno ? ", the mapped errno" : ", NOT the mapped errno");
-        return 3;
-    }
-    say("HOLE: %s succeeded (returned %ld)\n", a->name, r);
-    return 4;
+    return make_attempt(a);
 }

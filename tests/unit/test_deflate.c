@@ -237,6 +237,31 @@ static void test_bfinal_keeps_window(void)
     CU_ASSERT(got == 5 && memcmp(out, "Hello", 5) == 0);
     ws_deflate_free(d);
 
+    /* a message ends on a block boundary: the sync-flush tail after
+     * complete blocks does, the tail alone (no 00 header byte before it)
+     * does not */
+    d = ws_deflate_new(&p);
+    static const uint8_t tail[] = {0x00, 0x00, 0xff, 0xff};
+    static const uint8_t hello[] = {0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00};
+    CU_ASSERT_EQUAL(ws_inflate_at_boundary(d), 1);
+    CU_ASSERT_EQUAL(ws_inflate(d, hello, sizeof hello, &used, out, sizeof out, &made), 0);
+    CU_ASSERT_EQUAL(ws_inflate(d, tail, sizeof tail, &used, out + made, sizeof out - made, &made),
+                    0);
+    CU_ASSERT_EQUAL(ws_inflate_at_boundary(d), 1);
+    CU_ASSERT_EQUAL(ws_inflate(d, NULL, 0, &used, out, sizeof out, &made), 0);
+    CU_ASSERT(used == 0 && made == 0);
+    CU_ASSERT_EQUAL(ws_inflate_at_boundary(d), 1); /* a no-progress call keeps it */
+    CU_ASSERT_EQUAL(ws_inflate_end_msg(d), 0);
+    CU_ASSERT_EQUAL(ws_inflate(d, tail, sizeof tail, &used, out, sizeof out, &made), 0);
+    CU_ASSERT(used == 4 && made == 0);
+    CU_ASSERT_EQUAL(ws_inflate_at_boundary(d), 0);
+    ws_deflate_free(d);
+    /* after BFINAL the stream is complete */
+    d = ws_deflate_new(&p);
+    CU_ASSERT_EQUAL(ws_inflate(d, m1, sizeof m1, &used, out, sizeof out, &made), 1);
+    CU_ASSERT_EQUAL(ws_inflate_at_boundary(d), 1);
+    ws_deflate_free(d);
+
     /* corrupt data is a protocol error */
     d = ws_deflate_new(&p);
     static const uint8_t bad[] = {0xff, 0xff, 0xff, 0xff};

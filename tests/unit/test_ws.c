@@ -783,6 +783,22 @@ static void test_rfc7692_examples(void)
     run_all("compressed, empty final fragment, ping between", &o, PMD, v7, sizeof v7, check_msgs,
             &e7);
 
+    /* A message must end on a deflate block boundary once the tail is
+     * appended. A stored block "abc" followed by the 3 header bits of the
+     * empty stored block (the 00 byte) is whole; without that byte, or an
+     * RSV1 frame with no payload at all, the tail starts a block it cannot
+     * finish: the message is corrupt and must not be delivered. */
+    static const uint8_t v8[] = {0xc2, 0x09, 0x00, 0x03, 0x00, 0xfc, 0xff, 'a', 'b', 'c', 0x00};
+    struct expect_msgs e8 = {1, {2}, {"abc"}, {3}, NULL, 0, {NULL}};
+    run_all("stored block, then the empty block's header byte", &o, PMD, v8, sizeof v8, check_msgs,
+            &e8);
+    static const uint8_t v9[] = {0xc2, 0x08, 0x00, 0x03, 0x00, 0xfc, 0xff, 'a', 'b', 'c'};
+    struct expect_fail f9 = {1002, WS_E_PROTOCOL, 9, 0};
+    run_all("compressed message ending inside a block", &o, PMD, v9, sizeof v9, check_fail, &f9);
+    static const uint8_t v10[] = {0x81, 0x01, 'x', 0xc2, 0x00};
+    struct expect_fail f10 = {1002, WS_E_PROTOCOL, 4, 1};
+    run_all("RSV1 frame with an empty payload", &o, PMD, v10, sizeof v10, check_fail, &f10);
+
     /* With server_no_context_takeover agreed the window is reset, so the
      * second message of 7.2.3.2 (a back-reference) must fail. */
     struct expect_fail f = {1002, WS_E_PROTOCOL, 13, 1};

@@ -1,0 +1,2 @@
+time.sleep("700ms")
+print("nap: done")

@@ -1,0 +1,2 @@
+print("sleeper: up")
+time.sleep("30s")

@@ -1,0 +1,2 @@
+time.sleep("20s")
+print("wall: survived")

@@ -1,0 +1,8 @@
+-- Without a wall budget, a C call that spins is still stopped: RLIMIT_CPU
+-- (the CPU budget rounded up to seconds, plus one) sends SIGXCPU.
+-- args: --cpu 100
+-- exit: 3
+-- stderr: ended: CPU budget \(signal 24\)
+local s = ("a"):rep(30) .. "b"
+print(s:find(("a*"):rep(30) .. "c"))
+print("UNREACHABLE")
