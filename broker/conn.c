@@ -297,11 +297,16 @@ int brk_conn_flush(struct brk_conn *c)
     }
     c->ob_off = c->ob_len = 0;
     brk_worker_publish(w);
-    if (c->st == C_DONE && c->closed_emitted)
+    if (c->st == C_DONE && c->closed_emitted) {
         conn_release(c);
-    else
-        maybe_resume(c);
-    return 1;
+        return 1;
+    }
+    /* Resuming may refill the outbox (the ring filled up again). While we
+     * run, the caller still has us on the blocked list and marked blocked,
+     * so brk_emit did not queue us again: report "not empty" to stay at the
+     * head, or the outbox would wait for a wake-up that never comes. */
+    maybe_resume(c);
+    return c->freed || brk_conn_outbox_empty(c);
 }
 
 /* ---- telling the worker ---- */

@@ -28,6 +28,8 @@
  *   close                closing its own descriptors gains nothing
  *   exit, exit_group, rt_sigreturn, rt_sigprocmask, restart_syscall
  *   sched_yield          spin-wait back-off
+ *   sigaltstack          only the calling thread's alternate signal stack;
+ *                        the ASan runtime queries it when the worker exits
  *   getrandom            seeding; needs no descriptor
  *   prctl                only PR_GET_SECCOMP (the self-probe); every other
  *                        option kills
@@ -70,6 +72,7 @@ static int add_plain_rules(scmp_filter_ctx ctx)
         SCMP_SYS(madvise),         SCMP_SYS(close),        SCMP_SYS(exit),
         SCMP_SYS(exit_group),      SCMP_SYS(rt_sigreturn), SCMP_SYS(rt_sigprocmask),
         SCMP_SYS(restart_syscall), SCMP_SYS(sched_yield),  SCMP_SYS(getrandom),
+        SCMP_SYS(sigaltstack),
     };
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
         int rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, plain[i], 0);

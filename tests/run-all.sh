@@ -53,6 +53,7 @@ suite unit "$BUILD/unit_tests"
 [ -f tests/peers/smoke.py ] && suite peers /usr/bin/python3 tests/peers/smoke.py
 [ -x tests/integration/run.sh ] && suite integration tests/integration/run.sh
 [ -x tests/operators/run.sh ] && suite operators tests/operators/run.sh
+[ -x tests/conformance/run.sh ] && suite conformance tests/conformance/run.sh
 
 echo
 echo "all suites: $passed passed, $failed failed"

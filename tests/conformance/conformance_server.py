@@ -43,6 +43,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -202,7 +203,7 @@ class Case:
 
     def __init__(self, cid, desc, run=None, opts=None, connect="ok", timeout=5.0, ext=None,
                  pmd=None, offer=None, handshake=None, note=None, extra_head=b"",
-                 after_head=b"", raw_head=None, want_comp=None):
+                 after_head=b"", raw_head=None, want_comp=None, fail_match=None):
         self.cid = cid  # Autobahn-style id, "6.4.1"
         self.group = cid.split(".")[0]
         self.desc = desc  # what is sent and what must happen
@@ -219,6 +220,7 @@ class Case:
         self.after_head = after_head  # bytes written together with the 101 response
         self.raw_head = raw_head  # fn(conn) -> the whole 101 response, replacing ours
         self.want_comp = want_comp  # echoes that must come compressed (None: not checked)
+        self.fail_match = fail_match  # regex the connect error must match (connect="fail")
         self.n = 0  # 1-based number (path /case/N)
 
 
@@ -1200,7 +1202,9 @@ def g13():
     ]
     for i, (what, opts, ext) in enumerate(bad):
         add("13.%d.%d" % (sub, i + 1), "response with %s -> websocket.connect fails" % what,
-            handshake=bad_ext_handshake(ext), opts=opts, connect="fail")
+            handshake=bad_ext_handshake(ext), opts=opts, connect="fail",
+            fail_match="permessage-deflate|window_bits|context_takeover|extension|"
+            "Sec-WebSocket-Extensions")
 
 
 # ---- group H: handshake faults
@@ -1271,10 +1275,17 @@ def gH():
         ("TCP closed in the middle of the headers",
          lambda c: b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n", {}),
     ]
+    why = ["HTTP status", "HTTP status", "redirect", "HTTP/1.1", "status line",
+           "Sec-WebSocket-Accept", "Sec-WebSocket-Accept", "Sec-WebSocket-Accept",
+           "duplicate Sec-WebSocket-Accept", "Upgrade", "Upgrade", "Upgrade", "Connection",
+           "extension", "subprotocol", "subprotocol", "duplicate Sec-WebSocket-Protocol",
+           "subprotocol", "duplicate Sec-WebSocket-Extensions", "max_handshake", "folded",
+           "malformed header", "closed"]
+    assert len(why) == len(cases)
     for i, (what, fn, opts) in enumerate(cases):
         add("H.1.%d" % (i + 1), "%s -> websocket.connect fails" % what,
             handshake=rej(fn, what.startswith("TCP closed")),
-            opts=dict(opts, dial_timeout=5000), connect="fail")
+            opts=dict(opts, dial_timeout=5000), connect="fail", fail_match=why[i])
 
     async def endless(c):
         """Header lines forever (up to 4 MiB): the client must give up once
@@ -1302,7 +1313,7 @@ def gH():
 
     add("H.2.1", "endless response head (header lines streamed forever) -> connect fails once "
         "the 16 KiB head limit is passed, long before dial_timeout", handshake=endless,
-        opts={"dial_timeout": 20000}, connect="fail")
+        opts={"dial_timeout": 20000}, connect="fail", fail_match="max_handshake")
 
     async def slow_head(c):
         """A head that never completes at all (1 byte per 100 ms): only the
@@ -1325,7 +1336,8 @@ def gH():
         await c.await_eof(3.0)
 
     add("H.2.2", "response head trickling 1 byte per 100 ms -> connect fails at dial_timeout "
-        "(1 s)", handshake=slow_head, opts={"dial_timeout": 1000}, connect="fail")
+        "(1 s)", handshake=slow_head, opts={"dial_timeout": 1000}, connect="fail",
+        fail_match="timed out")
 
     async def big_ok(c):
         c.expect([T(b"after a 15 KiB head")])
@@ -1757,7 +1769,7 @@ def save_results():
 
 def case_info(c):
     return {"n": c.n, "id": c.cid, "group": c.group, "desc": c.desc, "connect": c.connect,
-            "opts": c.opts, "note": c.note}
+            "opts": c.opts, "note": c.note, "fail_match": c.fail_match}
 
 
 async def read_request(reader):
@@ -1990,6 +2002,8 @@ def summarize(results_path, log_path, verbose, only=None):
                 why = "websocket.connect succeeded but must fail"
             elif r is None:
                 why = "server has no record of the case"
+            elif c.get("fail_match") and not re.search(c["fail_match"], lg[1]):
+                why = "connect failed for another reason: %s (want /%s/)" % (lg[1], c["fail_match"])
             elif r.get("server_side") != "ok":
                 why = "connect failed (%s) but on the wire: %s" % (lg[1], json.dumps(r.get("record")))
             else:

@@ -51,7 +51,7 @@ only=$(printf '%s' "${CONF_ONLY:-}" | tr -cd '0-9A-Za-z.,')
 sed -e "s|@CONF@|ws://127.0.0.1:$port|g" -e "s|@ONLY@|$only|g" $DIR/echo_client.lua \
     > "$tmp/echo.lua"
 start=$(date +%s)
-timeout 200 "$BROKER" run --quiet --mem 512M --wall 190000 \
+timeout 200 "$BROKER" run --mem 512M --wall 190000 \
     --allow "ws://127.0.0.1:$port/*" "$tmp/echo.lua" > "$tmp/client.log" 2>&1
 rc=$?
 end=$(date +%s)
@@ -63,8 +63,12 @@ if [ "$rc" != 0 ]; then
     echo "client log tail:"
     tail -n 20 "$tmp/client.log"
 fi
+if [ -s "$tmp/server.err" ]; then
+    echo "conformance server stderr:"
+    head -n 20 "$tmp/server.err"
+fi
 if [ -n "${CONF_KEEP:-}" ]; then
-    mkdir -p "$CONF_KEEP" && cp "$tmp/results.json" "$tmp/client.log" "$CONF_KEEP/"
+    mkdir -p "$CONF_KEEP" && cp "$tmp/results.json" "$tmp/client.log" "$tmp/server.err" "$CONF_KEEP/"
 fi
 verbose=""
 [ "${CONF_VERBOSE:-0}" = 1 ] && verbose=--verbose

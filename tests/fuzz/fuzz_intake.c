@@ -19,7 +19,8 @@
  * time-of-use case: shm_rx_read_copy must read every byte once).
  *
  * A crash, a sanitizer report or a hang is a finding; a killed worker is the
- * expected outcome for most inputs.
+ * expected outcome for most inputs. FUZZ_VERBOSE=1 shows the broker's log
+ * (kill reasons) when replaying an input.
  *
  * Layer: tests/fuzz. Uses broker/ and shm/ through their headers; no main(). */
 #include <arpa/inet.h>
@@ -178,7 +179,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                                    .ready_ms = 60000,
                                    .max_conns = 4,
                                    .ring_bytes = 4096,
-                                   .quiet = 1};
+                                   .quiet = !getenv("FUZZ_VERBOSE")};
     fz_b.loop = brk_loop_new();
     fz_b.dns = brk_dns_new(fz_b.loop);
     fz_b.rdbuf_len = 16384;

@@ -46,12 +46,14 @@ for s in $srcs; do
     fi
 done
 if [ -n "$need" ]; then
+    : > "$OUT/lib.build.log"
     echo "fuzz: compiling$(echo $need | wc -w | sed 's/^/ /') sources"
     # shellcheck disable=SC2086
     if ! printf '%s\n' $need | xargs -P "$JOBS" -I{} sh -c \
         'o='"$OUT"'/obj/$(echo {} | tr / _ | sed "s/\.c\$/.o/"); '"$CC"' '"$CFLAGS"' '"$SAN"' \
-         -fsanitize=fuzzer-no-link -c {} -o "$o" || exit 255'; then
-        echo "fuzz: library build failed"
+         -fsanitize=fuzzer-no-link -c {} -o "$o" 2>>'"$OUT"'/lib.build.log || exit 255'; then
+        echo "fuzz: library build failed:"
+        grep -m 10 error: "$OUT/lib.build.log"
         echo "0 passed, 1 failed"
         exit 1
     fi

@@ -500,6 +500,8 @@ static int worker_mode(int argc, char **argv, int stall)
     uint64_t as_cap = 0; /* as worker/main.c: ASan reserves terabytes of address space */
 #if !defined(__SANITIZE_ADDRESS__)
     as_cap = mem * 2 + (512u << 20);
+#else
+    (void)mem;
 #endif
     const int keep[] = {5, 6, env.memfd};
     const int allowed[] = {5, 6}; /* the production list */
