@@ -95,6 +95,9 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    BUILD=build/asan tests/run-all.sh
 
+fuzz:
+	tests/fuzz/run.sh
+
 bench: all
 	BUILD=$(BUILD) tests/bench/run.sh
 

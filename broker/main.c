@@ -71,7 +71,8 @@ static const char usage_run[] =
     "  --verbose, -v          also log worker start-up (sandbox layers) and ends\n"
     "\n"
     "exit status: 0 script ended normally, 1 script error, 2 memory cap,\n"
-    "3 CPU or wall budget, 4 sandbox violation, 5 crash or start failure,\n"
+    "3 CPU or wall budget, 4 sandbox or protocol violation (the worker was\n"
+    "killed as hostile), 5 crash or start failure,\n"
     "64 usage error.\n";
 
 static int parse_size(const char *s, uint64_t *out)

@@ -442,7 +442,7 @@ static void on_pidfd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
                      : w->end == BRK_WEND_SCRIPT_ERROR ? 1
                      : w->end == BRK_WEND_MEMORY ? 2
                      : w->end == BRK_WEND_CPU || w->end == BRK_WEND_WALL ? 3
-                     : w->end == BRK_WEND_SECCOMP ? 4
+                     : w->end == BRK_WEND_SECCOMP || w->end == BRK_WEND_VIOLATION ? 4
                      : 5;
     /* unlink */
     for (struct brk_worker **pp = &b->workers; *pp; pp = &(*pp)->next) {

@@ -681,10 +681,26 @@ static int lpcall(lua_State *L)
     return finish_pcall(L, status, 0);
 }
 
+/* Stands between xpcall and the script's message handler: once a limit was
+ * hit, the handler is not run at all (Lua would call it again after an error
+ * raised inside it, with hooks off, so a spinning handler could dodge the
+ * CPU budget); the error value passes through unchanged. */
+static int lxpcall_handler(lua_State *L)
+{
+    if (rt_from_lua(L)->fatal) return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 static int lxpcall(lua_State *L)
 {
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, lxpcall_handler, 1);
+    lua_replace(L, 2);
     lua_pushboolean(L, 1);
     lua_pushvalue(L, 1);
     lua_rotate(L, 3, 2);

@@ -54,6 +54,7 @@ suite unit "$BUILD/unit_tests"
 [ -x tests/integration/run.sh ] && suite integration tests/integration/run.sh
 [ -x tests/operators/run.sh ] && suite operators tests/operators/run.sh
 [ -x tests/conformance/run.sh ] && suite conformance tests/conformance/run.sh
+[ -x tests/sandbox/run.sh ] && suite sandbox tests/sandbox/run.sh
 
 echo
 echo "all suites: $passed passed, $failed failed"

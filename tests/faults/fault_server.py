@@ -193,26 +193,30 @@ async def echo(reader, writer):
 
 
 async def app_bomb(reader, writer, q):
+    """Sends the bomb; the message's final 00 00 FF FF is left off, as RFC
+    7692 requires of a sender."""
     size = int_arg(q, "size", 1 << 30)
     frag = int_arg(q, "frag", 0)
     chunks = max(1, size // MiB)
+    total = chunks * len(ZCHUNK) - 4
     done = asyncio.ensure_future(read_frames(reader))
+    sent = 0
     if frag <= 0:
-        writer.write(struct.pack("!BBQ", 0xC2, 127, chunks * len(ZCHUNK)))
+        writer.write(struct.pack("!BBQ", 0xC2, 127, total))
         for i in range(chunks):
             if done.done():
                 break
-            writer.write(ZCHUNK)
+            writer.write(ZCHUNK if i + 1 < chunks else ZCHUNK[:-4])
             if i % 16 == 15:
                 await writer.drain()
     else:
-        data = ZCHUNK * max(1, frag // len(ZCHUNK) + 1)
-        sent, first, total = 0, True, chunks * len(ZCHUNK)
+        data = ZCHUNK * (frag // len(ZCHUNK) + 2)
+        first = True
         while sent < total and not done.done():
             k = min(frag, total - sent)
             off = sent % len(ZCHUNK)
-            payload = data[off:off + k]
-            writer.write(frame(OP_BINARY if first else OP_CONT, payload, sent + k >= total, first))
+            writer.write(frame(OP_BINARY if first else OP_CONT, data[off:off + k],
+                               sent + k >= total, first))
             first = False
             sent += k
             if (sent // frag) % 64 == 0:

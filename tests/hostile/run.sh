@@ -26,7 +26,7 @@ spid=""
 cleanup() {
     [ -n "$spid" ] && kill "$spid" 2>/dev/null
     wait 2>/dev/null
-    rm -rf "$tmp"
+    [ -n "${KEEP_TMP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
 
@@ -284,6 +284,89 @@ if common_ok flip; then
     else
         fail flip "broker exit status $rc"
     fi
+fi
+
+# Several tenants in one `broker serve`: a bad worker that violates the
+# protocol a second in, another that floods LOG records, and a good tenant
+# echoing every 50 ms the whole time. The bad one is killed (not restarted),
+# the good one never stalls, and the broker keeps serving until SIGTERM.
+serve_test() {
+    for m in late_send_bad_utf8 log_flood good_loop; do
+        echo "$m $BASE $tmp/serve_$m.report" > "$tmp/serve_$m.lua"
+        : > "$tmp/serve_$m.report"
+    done
+    cat > "$tmp/serve.conf" <<EOF
+[tenant evil]
+rule = allow websocket.connect *
+rule = allow websocket.connect.url $BASE/*
+
+[script evil/bad]
+path = $tmp/serve_late_send_bad_utf8.lua
+restart = always
+restart_delay = 100ms
+
+[script evil/flood]
+path = $tmp/serve_log_flood.lua
+restart = never
+
+[tenant good]
+rule = allow websocket.connect *
+rule = allow websocket.connect.url $BASE/*
+
+[script good/loop]
+path = $tmp/serve_good_loop.lua
+restart = never
+EOF
+    "$BROKER" serve --config "$tmp/serve.conf" --worker "$BAD" > /dev/null 2> "$tmp/serve.err" &
+    bpid=$!
+    # The good tenant runs ~4 s; wait for its report (at most 15 s).
+    j=0
+    while [ $j -lt 150 ] && ! grep -q '^good_loop' "$tmp/serve_good_loop.report"; do
+        sleep 0.1
+        j=$((j + 1))
+    done
+    sleep 0.5
+    alive=no
+    kill -0 "$bpid" 2>/dev/null && alive=yes
+    kill -TERM "$bpid" 2>/dev/null
+    j=0
+    while [ $j -lt 100 ] && kill -0 "$bpid" 2>/dev/null; do
+        sleep 0.1
+        j=$((j + 1))
+    done
+    if kill -0 "$bpid" 2>/dev/null; then
+        kill -KILL "$bpid" 2>/dev/null
+        wait "$bpid" 2>/dev/null
+        fail serve "broker serve did not stop within 10 s of SIGTERM"
+        return
+    fi
+    wait "$bpid" 2>/dev/null
+    good=$(grep '^good_loop' "$tmp/serve_good_loop.report")
+    echoes=$(echo "$good" | sed -n 's/.*echoes=\([0-9]*\).*/\1/p')
+    rtt=$(echo "$good" | sed -n 's/.*worst_rtt_ms=\([0-9]*\).*/\1/p')
+    kills=$(grep -c 'killed (protocol violation): SEND of text that is not UTF-8' "$tmp/serve.err")
+    if grep -q -e 'AddressSanitizer' -e 'runtime error:' "$tmp/serve.err"; then
+        fail serve "sanitizer report"
+    elif [ "$alive" != yes ]; then
+        fail serve "broker serve was not running any more"
+    elif [ "$kills" -ne 1 ]; then
+        fail serve "bad worker killed $kills times (expected once, never restarted)"
+    elif [ "$(server_close /k/late_send_bad_utf8)" != 1001 ]; then
+        fail serve "the bad worker's connection was not closed with 1001"
+    elif [ -z "$echoes" ] || [ "$echoes" -lt 20 ] || [ "$rtt" -gt 1000 ]; then
+        fail serve "good tenant stalled: ${good:-no report}"
+    elif ! grep -q 'closed=1000' "$tmp/serve_good_loop.report" ||
+        [ "$(server_close /k/good_loop)" != 1000 ]; then
+        fail serve "good tenant's connection did not close cleanly"
+    else
+        echo "ok   serve: bad tenant killed once, good tenant ${echoes} echoes (worst ${rtt} ms), flood: $(grep -o 'worst_rtt_ms=[0-9]*' "$tmp/serve_log_flood.report")"
+        passed=$((passed + 1))
+    fi
+}
+if "$BROKER" serve --help > /dev/null 2>&1; then
+    serve_test
+else
+    echo "skip serve: this broker has no serve command"
 fi
 
 echo "$passed passed, $failed failed"

@@ -9,7 +9,8 @@
  * run --mem 7340033` never sends READY, `--mem 7340034` sends a CONNECT
  * before READY.
  *
- * The script text is "MODE BASE OUT": MODE (see `build/bad_worker list`),
+ * The script text is "MODE BASE OUT": MODE (see `build/bad_worker list`;
+ * "late_MODE" waits a second first),
  * BASE a ws://host:port of a test server (tests/hostile/ws_recorder.py), OUT
  * a file where this worker appends what it saw (its stdio is closed by the
  * broker). Connections it opens go to BASE/k/MODE (the recorder logs their
@@ -1001,6 +1002,41 @@ static void m_good(void)
     _exit(0);
 }
 
+/* The well-behaved tenant next to a bad one (broker serve): echoes every
+ * 50 ms for 4 s, reports the worst round trip, closes with 1000. */
+static void m_good_loop(void)
+{
+    g.auto_credit = 1;
+    if (open_tracked(1) != 0)
+        return;
+    int64_t start = now_ms(), worst = 0;
+    uint64_t echoes = 0;
+    while (now_ms() - start < 4000) {
+        uint64_t before = cs(1)->msgs;
+        int64_t t0 = now_ms();
+        send_msg(1, 0, "tick", 4);
+        publish();
+        while (cs(1)->msgs == before && now_ms() - t0 < 3000)
+            wait_for(NULL, 0, 5);
+        if (cs(1)->msgs == before)
+            break;
+        echoes++;
+        if (now_ms() - t0 > worst)
+            worst = now_ms() - t0;
+        wait_for(NULL, 0, 50);
+    }
+    send_close(1, 1000, "done");
+    publish();
+    wait_for(is_closed, 1, 3000);
+    report("good_loop echoes=%llu worst_rtt_ms=%lld closed=%d", (unsigned long long)echoes,
+           (long long)worst, cs(1)->close_code);
+    struct proto_exit ex = {.status = 0};
+    put(PROTO_EXIT, 0, 0, &ex, sizeof ex);
+    publish();
+    nap(100);
+    _exit(0);
+}
+
 struct mode {
     const char *name;
     void (*fn)(void);
@@ -1008,6 +1044,7 @@ struct mode {
 
 static const struct mode modes[] = {
     {"good", m_good},
+    {"good_loop", m_good_loop},
     {"bad_len", m_bad_len},
     {"len_past_head", m_len_past_head},
     {"len_huge", m_len_huge},
@@ -1114,9 +1151,15 @@ int main(int argc, char **argv)
     if (outpath[0])
         g.out = open(outpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     report("mode %s", g.mode);
+    /* "late_MODE": wait a second (serving the broker), then MODE. */
+    const char *name = g.mode;
+    if (!strncmp(name, "late_", 5)) {
+        name += 5;
+        wait_for(NULL, 0, 1000);
+    }
     const struct mode *m = NULL;
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
-        if (!strcmp(g.mode, modes[i].name))
+        if (!strcmp(name, modes[i].name))
             m = &modes[i];
     if (!m) {
         report("unknown mode");
