@@ -81,6 +81,8 @@ struct brk_conn {
     SSL *ssl;                    /* TLS session (owned) or NULL for ws */
     int ssl_wants_write;         /* SSL_read asked for writability */
     struct ws *ws;               /* protocol core (owned) */
+    int feeding;                 /* > 0 while inside ws_feed (its callbacks may end us) */
+    struct ws *ws_dead;          /* core dropped during ws_feed, freed when it returns */
     struct brk_dns_req *dns;     /* lookup in flight */
     struct addrinfo *addrs;      /* resolved addresses (owned) */
     struct addrinfo *next_ai;    /* next one to try */
@@ -259,7 +261,12 @@ static void drop_transport(struct brk_conn *c)
         c->fd = -1;
     }
     if (c->ws) {
-        ws_free(c->ws);
+        /* ws.h: a callback must never free the core from inside ws_feed,
+         * and finish() runs from on_close; feed() frees it afterwards. */
+        if (c->feeding)
+            c->ws_dead = c->ws;
+        else
+            ws_free(c->ws);
         c->ws = NULL;
     }
     c->st = C_DONE;
@@ -564,7 +571,12 @@ static void arm_read_timer(struct brk_conn *c)
 /* Feeds bytes to the core; keeps what it did not take in the stash. */
 static void feed(struct brk_conn *c, const uint8_t *p, size_t n, int from_stash)
 {
+    c->feeding++;
     ssize_t r = ws_feed(c->ws, p, n);
+    if (--c->feeding == 0 && c->ws_dead) {
+        ws_free(c->ws_dead);
+        c->ws_dead = NULL;
+    }
     if (c->freed || !c->ws)
         return;
     if (r < 0)

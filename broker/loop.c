@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,10 +161,16 @@ void brk_loop_stop(struct brk_loop *loop)
 
 static void run_deferred(struct brk_loop *loop)
 {
-    /* Deferred calls may defer more; run until the queue is empty. */
-    for (size_t i = 0; i < loop->n_defer; i++)
-        loop->defer[i].fn(loop->defer[i].ctx);
-    loop->n_defer = 0;
+    /* Only the calls queued before this pass run now; what they defer waits
+     * for the next round, after epoll and timers had their turn, so nothing
+     * that keeps re-deferring itself can starve the loop. */
+    size_t n = loop->n_defer;
+    for (size_t i = 0; i < n; i++) {
+        struct brk_deferred d = loop->defer[i];
+        d.fn(d.ctx);
+    }
+    memmove(loop->defer, loop->defer + n, (loop->n_defer - n) * sizeof *loop->defer);
+    loop->n_defer -= n;
 }
 
 static void run_timers(struct brk_loop *loop)

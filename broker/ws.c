@@ -40,6 +40,11 @@
 #define MAX_HDR    14    /* longest frame header: 2 + 8 length + 4 mask */
 #define RND_POOL   256   /* bytes of random pool for masking keys */
 #define WS_GUID    "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+/* Unsent output above which a new pong replaces a previous pong that is
+ * still unsent at the end of the output (RFC 6455 5.5.3 allows answering only
+ * the latest ping): a server that floods pings and never reads cannot grow
+ * our buffer without bound, while normal traffic still gets every pong. */
+#define PONG_BACKLOG (64u << 10)
 
 enum rx_state {
     RX_HEAD,  /* expecting a frame header */
@@ -94,6 +99,9 @@ struct ws {
 
     /* send */
     struct ws_buf out;     /* owned: bytes for the socket */
+    uint64_t out_done;     /* bytes of out consumed (written) so far, in total */
+    uint64_t pong_start;   /* total offset of the last queued pong frame */
+    uint64_t pong_end;     /* and of its end (0: none queued yet) */
     int close_sent;        /* 1 once a close frame is queued */
     int tx_active;         /* 1 while a message announced by ws_send_begin is incomplete */
     int tx_op;             /* its opcode */
@@ -707,8 +715,15 @@ static ssize_t control(struct ws *w)
     const uint8_t *p = w->ctrl;
     size_t n = w->ctrl_len;
     if (w->fr_op == WS_OP_PING) {
-        if (w->state == WS_OPEN && tx_frame(w, 0x80 | WS_OP_PONG, p, n))
+        if (w->state != WS_OPEN) return 0;
+        uint64_t total = w->out_done + ws_buf_len(&w->out);
+        if (ws_buf_len(&w->out) > PONG_BACKLOG && w->pong_end == total &&
+            w->out_done <= w->pong_start) /* the unsent tail is our last pong */
+            w->out.wr -= (size_t)(w->pong_end - w->pong_start);
+        w->pong_start = w->out_done + ws_buf_len(&w->out);
+        if (tx_frame(w, 0x80 | WS_OP_PONG, p, n))
             return fail(w, 1011, "cannot queue pong", WS_E_NOMEM);
+        w->pong_end = w->out_done + ws_buf_len(&w->out);
         return 0;
     }
     if (w->fr_op == WS_OP_PONG) {
@@ -931,6 +946,7 @@ const uint8_t *ws_out_peek(const struct ws *w, size_t *len)
 
 void ws_out_consume(struct ws *w, size_t n)
 {
+    w->out_done += n < ws_buf_len(&w->out) ? n : ws_buf_len(&w->out);
     ws_buf_consume(&w->out, n);
 }
 

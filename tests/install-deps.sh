@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential pkg-config clang clang-format libclang-rt-14-dev
 libwebsockets-dev liblua5.4-dev lua5.4 libseccomp-dev libcunit1-dev zlib1g-dev
-libssl-dev openssl python3-websockets nodejs npm iproute2 valgrind"
+libssl-dev openssl python3-websockets nodejs npm iproute2 valgrind lua-http lua5.1"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -55,6 +55,8 @@ suite unit "$BUILD/unit_tests"
 [ -x tests/operators/run.sh ] && suite operators tests/operators/run.sh
 [ -x tests/conformance/run.sh ] && suite conformance tests/conformance/run.sh
 [ -x tests/sandbox/run.sh ] && suite sandbox tests/sandbox/run.sh
+[ -x tests/hostile/run.sh ] && suite hostile tests/hostile/run.sh
+[ -x tests/fuzz/run.sh ] && suite fuzz env FUZZ_SECONDS=${FUZZ_SECONDS:-10} tests/fuzz/run.sh
 
 echo
 echo "all suites: $passed passed, $failed failed"

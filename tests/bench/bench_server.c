@@ -13,7 +13,8 @@
  *   /echo   sends every data frame back unmasked (pings get pongs).
  *   /sink   reads and counts; a text message "REPORT" is answered with
  *           "count=N bytes=B" (data messages and bytes before it).
- *   anything else: like /sink, so idle benchmark connections can park here.
+ *   anything else: like /sink, so idle benchmark connections can park here
+ *           (with deflate=1 it accepts permessage-deflate, for memory figures).
  * Prints "LISTENING <port>" on stdout when ready. Stops on SIGTERM/SIGINT.
  * Usage: bench_server [--port P] */
 #include <arpa/inet.h>
@@ -350,16 +351,20 @@ static int do_handshake(struct conn *c)
     char acc[64];
     EVP_EncodeBlock((uint8_t *)acc, sha, SHA_DIGEST_LENGTH);
     c->mode = M_SINK;
+    /* Compression only where it costs us nothing per message: blasts of a
+     * pre-compressed message, and sinks/idle connections (never inflated). */
+    int dfl = query_param(path, "deflate", v, sizeof v) && v[0] == '1' && want_deflate;
     if (!strncmp(path, "/blast", 6)) {
         c->mode = M_BLAST;
         uint32_t size = query_param(path, "size", v, sizeof v) ? (uint32_t)strtoul(v, NULL, 10) : 16;
         uint64_t n = query_param(path, "n", v, sizeof v) ? strtoull(v, NULL, 10) : 0;
-        int dfl = query_param(path, "deflate", v, sizeof v) && v[0] == '1' && want_deflate;
         c->deflate = dfl;
         c->blk = get_block(size, dfl);
         c->left = n ? n : UINT64_MAX;
     } else if (!strncmp(path, "/echo", 5)) {
         c->mode = M_ECHO;
+    } else {
+        c->deflate = dfl;
     }
     char resp[512];
     int rl = snprintf(resp, sizeof resp,

@@ -8,7 +8,9 @@
 local port, mode, size = @PORT@, "@MODE@", @SIZE@
 local secs, depth, deflate = @SECS@, @DEPTH@, @DEFLATE@
 local base = "ws://127.0.0.1:" .. port
-local opts = { read_limit = 2 * 1024 * 1024, channel_capacity = 256 }
+-- A channel of 256 messages, but at most about 16 MiB of them.
+local cap = math.max(4, math.min(256, (16 * 1024 * 1024) // math.max(size, 1)))
+local opts = { read_limit = 2 * 1024 * 1024, channel_capacity = cap }
 if deflate then
     opts.compression = websocket.COMPRESSION.NO_CONTEXT
 end

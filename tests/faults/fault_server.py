@@ -41,7 +41,10 @@ Paths (query parameters in brackets, defaults after '='):
   /kill_mid[n=10,partial=100] same bytes written by a child process holding
                              the only copy of the socket; the child is killed
                              with SIGKILL
-  /ping_flood[n=100000]      n pings of 125 bytes while never reading
+  /ping_flood[n=100000,hold=3000] n pings of 125 bytes, then text "END",
+                             while never reading; RST after `hold` ms
+  /pings[n=10]               n pings p1..pn in one write; replies text
+                             "pongs=p1,...,pn" with the pongs it got
 """
 
 import argparse
@@ -269,6 +272,8 @@ async def app_drop_mid(reader, writer, q, rst):
     await asyncio.sleep(0.05)
     if rst:
         set_rst(writer)
+    # abort: no TLS close_notify, just the TCP FIN (or the RST set above)
+    writer.transport.abort()
 
 
 async def app_kill_mid(reader, writer, q):
@@ -308,6 +313,34 @@ async def app_ping_flood(reader, writer, q):
     await writer.drain()
     await asyncio.sleep(int_arg(q, "hold", 3000) / 1000.0)
     set_rst(writer)
+
+
+async def app_pings(reader, writer, q):
+    """Sends n pings p1..pn in one write, then reports the pongs it got back in
+    order as text "pongs=p1,p2,..." once n arrived (or the peer closed)."""
+    n = int_arg(q, "n", 10)
+    writer.write(b"".join(frame(OP_PING, b"p%d" % (i + 1)) for i in range(n)))
+    await writer.drain()
+    got = []
+    try:
+        while len(got) < n:
+            b0, b1 = await reader.readexactly(2)
+            k = b1 & 0x7F
+            if k == 126:
+                (k,) = struct.unpack("!H", await reader.readexactly(2))
+            elif k == 127:
+                (k,) = struct.unpack("!Q", await reader.readexactly(8))
+            key = await reader.readexactly(4)
+            data = bytes(b ^ key[i % 4] for i, b in enumerate(await reader.readexactly(k)))
+            if b0 & 0x0F == OP_PONG:
+                got.append(data.decode())
+            elif b0 & 0x0F == OP_CLOSE:
+                return
+    except (asyncio.IncompleteReadError, ConnectionError, OSError):
+        return
+    writer.write(frame(OP_TEXT, ("pongs=" + ",".join(got)).encode()))
+    await writer.drain()
+    await read_frames(reader)
 
 
 async def handle(reader, writer):
@@ -355,6 +388,8 @@ async def handle(reader, writer):
         elif path == "/kill_mid":
             await app_kill_mid(reader, writer, q)
             return
+        elif path == "/pings":
+            await app_pings(reader, writer, q)
         elif path == "/ping_flood":
             await app_ping_flood(reader, writer, q)
         else:

@@ -58,8 +58,7 @@ struct rd {
 
 static uint8_t u8(struct rd *r)
 {
-    if (!r->n)
-        return 0;
+    if (!r->n) return 0;
     r->n--;
     return *r->p++;
 }
@@ -128,8 +127,7 @@ static void *acceptor(void *arg)
     int lfd = (int)(intptr_t)arg;
     for (;;) {
         int fd = accept(lfd, NULL, NULL);
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
     }
     return NULL;
 }
@@ -186,8 +184,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fz_b.rdbuf = malloc(fz_b.rdbuf_len);
     fz_b.tls = SSL_CTX_new(TLS_client_method());
     fz_b.on_worker_end = on_end;
-    if (!fz_b.loop || !fz_b.dns || !fz_b.rdbuf || !fz_b.tls)
-        abort();
+    if (!fz_b.loop || !fz_b.dns || !fz_b.rdbuf || !fz_b.tls) abort();
     return 0;
 }
 
@@ -196,19 +193,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 struct fake {
     struct brk_worker *w;
     struct shm_tx tx;
-    _Atomic uint64_t *head;      /* W: published head of the worker ring */
-    _Atomic uint64_t *tail;      /* W: worker's tail of the broker ring */
-    _Atomic uint32_t *wants;     /* W: wants_data / wants_space */
-    uint8_t *region;             /* W mapping (writable) */
+    _Atomic uint64_t *head;  /* W: published head of the worker ring */
+    _Atomic uint64_t *tail;  /* W: worker's tail of the broker ring */
+    _Atomic uint32_t *wants; /* W: wants_data / wants_space */
+    uint8_t *region;         /* W mapping (writable) */
     size_t region_len;
-    uint32_t next_id;            /* next CONNECT id for well-formed CONNECTs */
+    uint32_t next_id; /* next CONNECT id for well-formed CONNECTs */
 };
 
 static void run_intake(struct fake *f)
 {
     struct brk_worker *w = f->w;
-    if (w->state == BRK_W_DEAD || w->killed)
-        return;
+    if (w->state == BRK_W_DEAD || w->killed) return;
 #ifdef FUZZ_FLIP
     atomic_store(&flip_active, 1);
 #endif
@@ -268,14 +264,12 @@ static uint32_t build_payload(struct fake *f, struct rd *r, uint16_t type, uint1
         }
         memcpy(buf, &pc, sizeof pc);
         *flags = 0;
-        if (u8(r) & 1)
-            *conn = f->next_id++;
+        if (u8(r) & 1) *conn = f->next_id++;
         return off;
     }
     case PROTO_SEND: {
         uint32_t n = u8(r);
-        if (n > cap - 8)
-            n = cap - 8;
+        if (n > cap - 8) n = cap - 8;
         uint32_t off = 0;
         if (*flags & PROTO_F_BEGIN) {
             uint64_t total = shape & 1 ? u64(r) : n + (shape & 2 ? u8(r) : 0);
@@ -315,9 +309,9 @@ static uint32_t build_payload(struct fake *f, struct rd *r, uint16_t type, uint1
 
 static void op_record(struct fake *f, struct rd *r)
 {
-    static const uint16_t types[] = {PROTO_READY,  PROTO_LOG,   PROTO_EXIT,  PROTO_CONNECT,
-                                     PROTO_SEND,   PROTO_PING,  PROTO_CLOSE, PROTO_CREDIT,
-                                     PROTO_SEND,   PROTO_SEND,  PROTO_LOG,   PROTO_CREDIT};
+    static const uint16_t types[] = {PROTO_READY, PROTO_LOG,  PROTO_EXIT,  PROTO_CONNECT,
+                                     PROTO_SEND,  PROTO_PING, PROTO_CLOSE, PROTO_CREDIT,
+                                     PROTO_SEND,  PROTO_SEND, PROTO_LOG,   PROTO_CREDIT};
     uint8_t t = u8(r);
     uint16_t type = t < 0xf0 ? types[t % (sizeof types / sizeof types[0])] : u16(r);
     uint8_t fl = u8(r);
@@ -340,12 +334,24 @@ static void op_head(struct fake *f, struct rd *r)
 {
     uint64_t h = atomic_load(f->head);
     switch (u8(r) % 6) {
-    case 0: h += (uint64_t)(int64_t)(int8_t)u8(r) * 8; break;
-    case 1: h = u64(r); break;
-    case 2: h += 1 + u8(r) % 7; break;
-    case 3: h += f->tx.size + 8; break;
-    case 4: h = f->tx.head; break; /* publish what was written */
-    default: h -= 8; break;
+    case 0:
+        h += (uint64_t)(int64_t)(int8_t)u8(r) * 8;
+        break;
+    case 1:
+        h = u64(r);
+        break;
+    case 2:
+        h += 1 + u8(r) % 7;
+        break;
+    case 3:
+        h += f->tx.size + 8;
+        break;
+    case 4:
+        h = f->tx.head;
+        break; /* publish what was written */
+    default:
+        h -= 8;
+        break;
     }
     atomic_store(f->head, h);
     if (u8(r) & 1) { /* keep the producer in step (so later records follow) */
@@ -360,11 +366,21 @@ static void op_tail(struct fake *f, struct rd *r)
     uint64_t published = w->link.tx.published;
     uint64_t t = atomic_load(f->tail);
     switch (u8(r) % 5) {
-    case 0: t = published; break; /* consumed everything (legitimate) */
-    case 1: t = u64(r); break;
-    case 2: t = t >= 8 ? t - 8 : t + 4; break;
-    case 3: t = published + 8; break;
-    default: t += (uint64_t)u8(r) * 8; break;
+    case 0:
+        t = published;
+        break; /* consumed everything (legitimate) */
+    case 1:
+        t = u64(r);
+        break;
+    case 2:
+        t = t >= 8 ? t - 8 : t + 4;
+        break;
+    case 3:
+        t = published + 8;
+        break;
+    default:
+        t += (uint64_t)u8(r) * 8;
+        break;
     }
     atomic_store(f->tail, t);
 }
@@ -377,13 +393,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fz_b.cfg.ring_bytes = (size_t)4096 << (cfg & 3);
     const char *err = NULL;
     struct brk_worker *w = brk_worker_spawn(&fz_b, "fuzz.lua", "-- x", 4, &err);
-    if (!w)
-        return 0;
+    if (!w) return 0;
     struct fake f = {.w = w, .next_id = 1};
     f.region = w->link.peer_map;
     f.region_len = w->link.peer_len;
-    if (mprotect(f.region, f.region_len, PROT_READ | PROT_WRITE) != 0)
-        abort();
+    if (mprotect(f.region, f.region_len, PROT_READ | PROT_WRITE) != 0) abort();
     f.head = (_Atomic uint64_t *)w->link.rx.peer_head;
     f.tail = (_Atomic uint64_t *)w->link.tx.peer_tail;
     f.wants = (_Atomic uint32_t *)w->link.rx.peer_wants_space;
@@ -414,25 +428,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         switch (u8(&r) % 10) {
         case 0:
         case 1:
-        case 2: op_record(&f, &r); break;
-        case 3: shm_tx_publish(&f.tx); break;
+        case 2:
+            op_record(&f, &r);
+            break;
+        case 3:
+            shm_tx_publish(&f.tx);
+            break;
         case 4:
             shm_tx_publish(&f.tx);
-            if (cfg & 8)
-                atomic_store(f.tail, w->link.tx.published);
+            if (cfg & 8) atomic_store(f.tail, w->link.tx.published);
             run_intake(&f);
             break;
         case 5: { /* raw bytes anywhere in the ring data */
             uint32_t off = u16(&r) % f.tx.size;
             uint32_t n = u8(&r) % 32;
-            if (n > f.tx.size - off)
-                n = (uint32_t)(f.tx.size - off);
+            if (n > f.tx.size - off) n = (uint32_t)(f.tx.size - off);
             take(&r, f.tx.data + off, n);
             break;
         }
-        case 6: op_head(&f, &r); break;
-        case 7: op_tail(&f, &r); break;
-        case 8: f.wants[u8(&r) & 1] = u32(&r); break;
+        case 6:
+            op_head(&f, &r);
+            break;
+        case 7:
+            op_tail(&f, &r);
+            break;
+        case 8:
+            f.wants[u8(&r) & 1] = u32(&r);
+            break;
         default: { /* flip a bit anywhere in region W, control block included */
             uint32_t off = u32(&r) % f.region_len;
             f.region[off] ^= (uint8_t)(1u << (u8(&r) & 7));
@@ -449,8 +471,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pthread_mutex_unlock(&flip_mu);
 #endif
     /* Teardown through the normal path: kill, reap, free (deferred calls). */
-    if (w->state != BRK_W_DEAD)
-        brk_worker_kill(w, BRK_WEND_KILLED, "fuzz input done");
+    if (w->state != BRK_W_DEAD) brk_worker_kill(w, BRK_WEND_KILLED, "fuzz input done");
     brk_loop_run(fz_b.loop);
     return 0;
 }

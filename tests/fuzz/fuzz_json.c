@@ -26,7 +26,7 @@
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
         if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_json: property failed: %s\n", #c);                              \
+            fprintf(stderr, "fuzz_json: property failed: %s\n", #c);                               \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -38,18 +38,15 @@ static size_t mem_used;
 static void *cap_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     (void)ud;
-    if (!ptr)
-        osize = 0;
+    if (!ptr) osize = 0;
     if (nsize == 0) {
         free(ptr);
         mem_used -= osize;
         return NULL;
     }
-    if (nsize > osize && mem_used + (nsize - osize) > MEM_CAP)
-        return NULL;
+    if (nsize > osize && mem_used + (nsize - osize) > MEM_CAP) return NULL;
     void *p = realloc(ptr, nsize);
-    if (p)
-        mem_used = mem_used - osize + nsize;
+    if (p) mem_used = mem_used - osize + nsize;
     return p;
 }
 
@@ -58,8 +55,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     L = lua_newstate(cap_alloc, NULL);
-    if (!L)
-        abort();
+    if (!L) abort();
     luaL_openlibs(L);
     luaL_requiref(L, "errors", rt_open_errors, 1);
     luaL_requiref(L, "json", rt_open_json, 1);
@@ -156,13 +152,11 @@ static void build(const uint8_t *p, size_t n)
     size_t i = 0;
     while (i < n && lua_gettop(L) - base < 200) {
         uint8_t op = p[i++];
-        if (!lua_checkstack(L, 4))
-            break;
+        if (!lua_checkstack(L, 4)) break;
         switch (op % 10) {
         case 0: { /* string of the next k bytes */
             size_t k = i < n ? p[i++] % 16 : 0;
-            if (k > n - i)
-                k = n - i;
+            if (k > n - i) k = n - i;
             lua_pushlstring(L, (const char *)p + i, k);
             i += k;
             break;
@@ -180,13 +174,16 @@ static void build(const uint8_t *p, size_t n)
             size_t k = n - i < 8 ? n - i : 8;
             memcpy(&d, p + i, k);
             i += k;
-            if (op & 0x80)
-                d = (op & 0x40) ? -0.0 : (double)(int8_t)op / 4;
+            if (op & 0x80) d = (op & 0x40) ? -0.0 : (double)(int8_t)op / 4;
             lua_pushnumber(L, d);
             break;
         }
-        case 3: lua_pushboolean(L, op & 0x80); break;
-        case 4: lua_newtable(L); break;
+        case 3:
+            lua_pushboolean(L, op & 0x80);
+            break;
+        case 4:
+            lua_newtable(L);
+            break;
         case 5: /* t[#t+1] = v (t below v) */
             if (lua_gettop(L) - base >= 2 && lua_istable(L, -2))
                 lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
@@ -214,25 +211,21 @@ static void build(const uint8_t *p, size_t n)
             break;
         }
     }
-    if (lua_gettop(L) == base)
-        lua_pushnil(L);
+    if (lua_gettop(L) == base) lua_pushnil(L);
     /* keep the bottom-most value built */
     lua_settop(L, base + 1);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1 || size > 65536)
-        return 0;
+    if (size < 1 || size > 65536) return 0;
     lua_settop(L, 0);
     if ((data[0] & 1) == 0) {
         lua_pushlstring(L, (const char *)data + 1, size - 1);
-        if (decode_top() && encode_top())
-            round_trip();
+        if (decode_top() && encode_top()) round_trip();
     } else {
         build(data + 1, size - 1);
-        if (encode_top())
-            round_trip();
+        if (encode_top()) round_trip();
     }
     lua_settop(L, 0);
     lua_gc(L, LUA_GCCOLLECT);

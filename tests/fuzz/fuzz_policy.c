@@ -22,7 +22,7 @@
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
         if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_policy: property failed: %s\n", #c);                            \
+            fprintf(stderr, "fuzz_policy: property failed: %s\n", #c);                             \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -31,8 +31,7 @@ static struct brk_url u;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1 || size > 20000)
-        return 0;
+    if (size < 1 || size > 20000) return 0;
     uint8_t ctl = data[0];
     const uint8_t *nl = memchr(data + 1, '\n', size - 1);
     size_t plen = nl ? (size_t)(nl - data - 1) : size - 1;
@@ -46,8 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     memcpy(pat, data + 1, plen);
     pat[plen] = 0;
-    if (rlen)
-        memcpy(res, nl + 1, rlen);
+    if (rlen) memcpy(res, nl + 1, rlen);
     res[rlen] = 0;
 
     static const char *const acts[] = {POL_ACT_URL, POL_ACT_CONNECT, "*", "websocket.bogus"};
@@ -72,8 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             /* exact pattern: its canonical form is allowed */
             CHECK(pol_eval(&p, POL_ACT_URL, r->resource, &d) == POL_ALLOW);
             /* and a resource is allowed only if it is that string */
-            if (pol_eval(&p, POL_ACT_URL, res, &d) == POL_ALLOW)
-                CHECK(!strcmp(res, r->resource));
+            if (pol_eval(&p, POL_ACT_URL, res, &d) == POL_ALLOW) CHECK(!strcmp(res, r->resource));
         }
         if (exact && eff == POL_DENY) {
             char e2[256];

@@ -8,11 +8,11 @@
  * - canonicalisation is idempotent: parsing the canonical URL succeeds and
  *   gives the same canonical URL, host, port and target;
  * - display is the canonical URL without the query;
- * - the policy can only allow what it names: "allow wss://example.com/api/*"
+ * - the policy can only allow what it names: "allow wss://example.com/api/" "*"
  *   allows only host example.com, port 443, TLS, targets under /api/;
- *   "allow ws://*.example.net:8080/*" only hosts ending in .example.net
+ *   "allow ws://" "*.example.net:8080/" "*" only hosts ending in .example.net
  *   (not the bare domain, not IP literals), port 8080, no TLS; a deny rule
- *   for "ws://127.0.0.1/*" wins over allow "*" for every URL with host
+ *   for "ws://127.0.0.1/" "*" wins over allow "*" for every URL with host
  *   127.0.0.1 and port 80.
  * A broken property aborts (a finding, reported with the input).
  *
@@ -26,14 +26,14 @@
 #include "broker/url.h"
 
 static struct pol_policy pol_prefix = POL_POLICY_INIT; /* allow wss://example.com/api/ * */
-static struct pol_policy pol_wild = POL_POLICY_INIT;   /* allow ws://*.example.net:8080/ * */
+static struct pol_policy pol_wild = POL_POLICY_INIT;   /* allow ws:// *.example.net:8080/ * */
 static struct pol_policy pol_deny = POL_POLICY_INIT;   /* allow *, deny ws://127.0.0.1/ * */
 static struct brk_url u1, u2;
 
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
         if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_url: property failed: %s\n", #c);                               \
+            fprintf(stderr, "fuzz_url: property failed: %s\n", #c);                                \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -77,8 +77,7 @@ static int ends_with(const char *s, const char *suf)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > BRK_URL_MAX + 64)
-        return 0;
+    if (size > BRK_URL_MAX + 64) return 0;
     char err[256];
     int rc = brk_url_parse((const char *)data, size, &u1, err, sizeof err);
     if (rc != 0) {

@@ -24,7 +24,7 @@
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
         if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_ws: property failed: %s\n", #c);                                \
+            fprintf(stderr, "fuzz_ws: property failed: %s\n", #c);                                 \
             abort();                                                                               \
         }                                                                                          \
     } while (0)
@@ -61,11 +61,9 @@ static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, in
     CHECK(s->msg_len <= s->limit);
     if (s->text) {
         CHECK(ws_utf8_feed(&s->utf8, data, len, NULL) == 0);
-        if (fin)
-            CHECK(ws_utf8_done(&s->utf8));
+        if (fin) CHECK(ws_utf8_done(&s->utf8));
     }
-    if (fin)
-        s->in_msg = 0;
+    if (fin) s->in_msg = 0;
     s->calls++;
     if (s->send && (s->calls & 3) == 1)
         ws_send(s->ws, s->calls & 4, (const uint8_t *)"reply payload", 13);
@@ -107,8 +105,7 @@ static void drain(struct st *s)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 2 || size > 1 << 20)
-        return 0;
+    if (size < 2 || size > 1 << 20) return 0;
     uint8_t opt = data[0];
     size_t chunk = data[1] ? data[1] : size;
     data += 2;
@@ -125,12 +122,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         .compression_threshold = 16,
                         .read_limit = s.limit,
                         .max_handshake = 4096};
-    struct ws_callbacks cb = {
-        .ctx = &s, .on_open = cb_open, .on_message = cb_message, .on_pong = cb_pong,
-        .on_close = cb_close};
+    struct ws_callbacks cb = {.ctx = &s,
+                              .on_open = cb_open,
+                              .on_message = cb_message,
+                              .on_pong = cb_pong,
+                              .on_close = cb_close};
     s.ws = ws_new(&o, &cb);
-    if (!s.ws)
-        return 0;
+    if (!s.ws) return 0;
     if (mode != 3) {
         /* A valid 101 for the request's key. */
         size_t n;
@@ -141,11 +139,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(ws_accept_key(k + 19, 24, acc) == 0);
         char resp[600];
         const char *ext = mode ? ext_answers[(opt >> 4) & 7] : NULL;
-        int rl = snprintf(resp, sizeof resp,
-                          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                          "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s%s\r\n",
-                          acc, ext ? "Sec-WebSocket-Extensions: " : "", ext ? ext : "",
-                          ext ? "\r\n" : "", o.n_protocols ? "Sec-WebSocket-Protocol: chat.v2\r\n" : "");
+        int rl =
+            snprintf(resp, sizeof resp,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s%s%s\r\n",
+                     acc, ext ? "Sec-WebSocket-Extensions: " : "", ext ? ext : "",
+                     ext ? "\r\n" : "", o.n_protocols ? "Sec-WebSocket-Protocol: chat.v2\r\n" : "");
         drain(&s);
         ssize_t r = ws_feed(s.ws, (const uint8_t *)resp, (size_t)rl);
         CHECK(r <= rl);
@@ -173,8 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* A paused inflate may hold output: zero-byte feeds drain it. */
     for (int i = 0; i < 64 && !s.closed && s.opened && ws_feed(s.ws, NULL, 0) >= 0; i++)
         drain(&s);
-    if (s.send && ws_state(s.ws) == WS_OPEN)
-        ws_close(s.ws, 1000, "bye", 3);
+    if (s.send && ws_state(s.ws) == WS_OPEN) ws_close(s.ws, 1000, "bye", 3);
     drain(&s);
     ws_free(s.ws);
     return 0;

@@ -61,21 +61,21 @@ struct cstate {
 
 /* The worker's whole state. */
 struct bw {
-    struct shm_link l;          /* our end of the link */
-    int out;                    /* OUT file (append), -1 if none */
-    char mode[64];              /* misbehaviour */
-    char base[256];             /* ws://host:port */
-    char *script;               /* SCRIPT payload collected (owned) */
-    size_t script_len;          /* bytes collected */
-    int script_done;            /* the last SCRIPT chunk arrived */
-    int auto_credit;            /* answer every complete MSG with CREDIT 1 */
-    int consume;                /* 0: leave the broker's records in the ring */
-    uint64_t op_errors;         /* OP_ERROR records seen */
-    uint64_t connect_fails;     /* CONNECT_FAIL records seen */
-    int shutdown;               /* SHUTDOWN seen */
-    pid_t broker;               /* --broker-pid */
-    struct cstate c[MAX_CONN];  /* per connection id */
-    char fail_msg[256];         /* last CONNECT_FAIL message */
+    struct shm_link l;         /* our end of the link */
+    int out;                   /* OUT file (append), -1 if none */
+    char mode[64];             /* misbehaviour */
+    char base[256];            /* ws://host:port */
+    char *script;              /* SCRIPT payload collected (owned) */
+    size_t script_len;         /* bytes collected */
+    int script_done;           /* the last SCRIPT chunk arrived */
+    int auto_credit;           /* answer every complete MSG with CREDIT 1 */
+    int consume;               /* 0: leave the broker's records in the ring */
+    uint64_t op_errors;        /* OP_ERROR records seen */
+    uint64_t connect_fails;    /* CONNECT_FAIL records seen */
+    int shutdown;              /* SHUTDOWN seen */
+    pid_t broker;              /* --broker-pid */
+    struct cstate c[MAX_CONN]; /* per connection id */
+    char fail_msg[256];        /* last CONNECT_FAIL message */
 };
 
 static struct bw g = {.out = -1, .consume = 1};
@@ -90,17 +90,14 @@ static int64_t now_ms(void)
 /* Appends one line to OUT. */
 __attribute__((format(printf, 1, 2))) static void report(const char *fmt, ...)
 {
-    if (g.out < 0)
-        return;
+    if (g.out < 0) return;
     char buf[512];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n > sizeof buf - 2)
-        n = sizeof buf - 2;
+    if (n < 0) return;
+    if ((size_t)n > sizeof buf - 2) n = sizeof buf - 2;
     buf[n++] = '\n';
     if (write(g.out, buf, (size_t)n) < 0) {
         /* nothing sensible to do */
@@ -124,8 +121,7 @@ static int put_raw(uint16_t type, uint16_t flags, uint32_t conn, const void *p, 
 /* Handles every record the broker has published. */
 static void pump(void)
 {
-    if (!g.consume)
-        return;
+    if (!g.consume) return;
     const struct shm_rec *r;
     const void *pv;
     int credits[MAX_CONN] = {0};
@@ -141,11 +137,12 @@ static void pump(void)
                 g.script_len += r->len;
                 s[g.script_len] = 0;
             }
-            if (!(r->flags & PROTO_F_MORE))
-                g.script_done = 1;
+            if (!(r->flags & PROTO_F_MORE)) g.script_done = 1;
             break;
         }
-        case PROTO_CONNECTED: c->connected = 1; break;
+        case PROTO_CONNECTED:
+            c->connected = 1;
+            break;
         case PROTO_CONNECT_FAIL: {
             c->failed = 1;
             g.connect_fails++;
@@ -153,8 +150,7 @@ static void pump(void)
             if (r->len >= sizeof e) {
                 memcpy(&e, p, sizeof e);
                 size_t ml = e.msg_len < r->len - sizeof e ? e.msg_len : r->len - sizeof e;
-                if (ml >= sizeof g.fail_msg)
-                    ml = sizeof g.fail_msg - 1;
+                if (ml >= sizeof g.fail_msg) ml = sizeof g.fail_msg - 1;
                 memcpy(g.fail_msg, p + sizeof e, ml);
                 g.fail_msg[ml] = 0;
             }
@@ -177,8 +173,7 @@ static void pump(void)
             break;
         case PROTO_TX_CREDIT: {
             uint64_t v = 0;
-            if (r->len == 8)
-                memcpy(&v, p, 8);
+            if (r->len == 8) memcpy(&v, p, 8);
             c->tx_credit += v;
             break;
         }
@@ -191,17 +186,21 @@ static void pump(void)
             }
             break;
         }
-        case PROTO_OP_ERROR: g.op_errors++; break;
-        case PROTO_SHUTDOWN: g.shutdown = 1; break;
-        default: break;
+        case PROTO_OP_ERROR:
+            g.op_errors++;
+            break;
+        case PROTO_SHUTDOWN:
+            g.shutdown = 1;
+            break;
+        default:
+            break;
         }
         shm_rx_consume(&g.l.rx);
     }
     shm_rx_release(&g.l.rx);
     if (g.auto_credit) {
         for (uint32_t i = 0; i < MAX_CONN; i++) {
-            if (!credits[i])
-                continue;
+            if (!credits[i]) continue;
             uint32_t n = (uint32_t)credits[i];
             put_raw(PROTO_CREDIT, 0, i, &n, 4);
         }
@@ -213,10 +212,8 @@ static void pump(void)
 static void nap(int ms)
 {
     struct pollfd pfd = {.fd = g.l.own_efd, .events = POLLIN};
-    if (ms < 0)
-        ms = 0;
-    if (poll(&pfd, 1, ms) > 0)
-        shm_efd_drain(g.l.own_efd);
+    if (ms < 0) ms = 0;
+    if (poll(&pfd, 1, ms) > 0) shm_efd_drain(g.l.own_efd);
 }
 
 /* Pumps records until pred() holds or ms pass; returns pred(). */
@@ -225,14 +222,11 @@ static int wait_for(int (*pred)(uint32_t), uint32_t arg, int ms)
     int64_t end = now_ms() + ms;
     for (;;) {
         pump();
-        if (pred && pred(arg))
-            return 1;
+        if (pred && pred(arg)) return 1;
         int64_t left = end - now_ms();
-        if (left <= 0)
-            return 0;
+        if (left <= 0) return 0;
         int r = g.consume ? shm_rx_prepare_wait(&g.l.rx) : 0;
-        if (r == 0)
-            nap(left > 50 ? 50 : (int)left);
+        if (r == 0) nap(left > 50 ? 50 : (int)left);
         shm_rx_end_wait(&g.l.rx);
     }
 }
@@ -252,14 +246,11 @@ static int put(uint16_t type, uint16_t flags, uint32_t conn, const void *p, uint
     int64_t end = now_ms() + 5000;
     for (;;) {
         int rc = shm_tx_write(&g.l.tx, type, flags, conn, p, n);
-        if (rc != SHM_EAGAIN)
-            return rc;
+        if (rc != SHM_EAGAIN) return rc;
         shm_tx_publish(&g.l.tx);
-        if (now_ms() > end)
-            return rc;
+        if (now_ms() > end) return rc;
         int w = shm_tx_prepare_wait(&g.l.tx, n);
-        if (w < 0)
-            return w;
+        if (w < 0) return w;
         if (w == 0) {
             pump();
             nap(20);
@@ -329,8 +320,7 @@ static int send_msg(uint32_t id, int binary, const void *p, uint32_t n)
 {
     uint8_t buf[8 + 4096];
     uint64_t total = n;
-    if (n > 4096)
-        return -1;
+    if (n > 4096) return -1;
     memcpy(buf, &total, 8);
     memcpy(buf + 8, p, n);
     return put(PROTO_SEND, PROTO_F_BEGIN | (binary ? PROTO_F_BINARY : 0), id, buf, 8 + n);
@@ -391,12 +381,10 @@ static long rss_kb(pid_t pid)
     char path[64], buf[4096];
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
-    if (n <= 0)
-        return -1;
+    if (n <= 0) return -1;
     buf[n] = 0;
     const char *v = strstr(buf, "VmRSS:");
     return v ? strtol(v + 6, NULL, 10) : -1;
@@ -718,26 +706,21 @@ static void m_send_utf8_split(void)
 static void m_send_beyond_window(void)
 {
     char p[128];
-    if (open_conn(1, kpath(p, sizeof p, "stall")) != 0)
-        return;
+    if (open_conn(1, kpath(p, sizeof p, "stall")) != 0) return;
     uint32_t chunk = g.l.tx.max_payload;
     uint64_t total = 64ull << 20;
     uint8_t *buf = calloc(1, chunk);
-    if (!buf)
-        return;
+    if (!buf) return;
     memcpy(buf, &total, 8);
     uint64_t sent = 0;
     int first = 1;
     while (sent < total) {
         uint32_t n = first ? chunk - 8 : chunk;
-        if (n > total - sent)
-            n = (uint32_t)(total - sent);
-        uint16_t f = PROTO_F_BINARY | (first ? PROTO_F_BEGIN : 0) |
-                     (sent + n < total ? PROTO_F_MORE : 0);
-        if (put(PROTO_SEND, f, 1, first ? buf : buf + 8, first ? n + 8 : n) != 0)
-            break;
-        if (first)
-            memset(buf, 0, 8);
+        if (n > total - sent) n = (uint32_t)(total - sent);
+        uint16_t f =
+            PROTO_F_BINARY | (first ? PROTO_F_BEGIN : 0) | (sent + n < total ? PROTO_F_MORE : 0);
+        if (put(PROTO_SEND, f, 1, buf, first ? n + 8 : n) != 0) break;
+        if (first) memset(buf, 0, 8);
         first = 0;
         sent += n;
         publish();
@@ -828,8 +811,7 @@ static void m_after_exit(void)
 static void m_log_flood(void)
 {
     g.auto_credit = 1;
-    if (open_tracked(1) != 0)
-        return;
+    if (open_tracked(1) != 0) return;
     long rss0 = rss_kb(g.broker);
     char line[1024];
     memset(line, 'L', sizeof line);
@@ -845,8 +827,7 @@ static void m_log_flood(void)
         if (cs(1)->msgs == expect) {
             if (sent_at) {
                 int64_t rtt = now_ms() - sent_at;
-                if (rtt > worst)
-                    worst = rtt;
+                if (rtt > worst) worst = rtt;
                 echoes++;
             }
             send_msg(1, 0, "ping", 4);
@@ -874,16 +855,14 @@ static void m_never_read(void)
 {
     char p[160];
     snprintf(p, sizeof p, "/blast/%s?n=400000&size=1000", g.mode);
-    if (open_conn(1, p) != 0)
-        return;
+    if (open_conn(1, p) != 0) return;
     long rss0 = rss_kb(g.broker);
     g.consume = 0;
     int64_t start = now_ms();
     long peak = rss0;
     while (now_ms() - start < 3000) {
         long r = rss_kb(g.broker);
-        if (r > peak)
-            peak = r;
+        if (r > peak) peak = r;
         nap(100);
     }
     report("never_read rss_growth_kb=%ld", rss0 >= 0 ? peak - rss0 : -1);
@@ -897,8 +876,7 @@ static void m_never_read(void)
  * allows, for 2 s; the broker answers each with CONNECT_FAIL. */
 static void m_connect_flood(void)
 {
-    if (open_tracked(1) != 0)
-        return;
+    if (open_tracked(1) != 0) return;
     long rss0 = rss_kb(g.broker);
     int64_t start = now_ms();
     uint32_t id = 2;
@@ -948,8 +926,7 @@ static void *flipper(void *arg)
         x ^= x << 17;
         volatile uint8_t *b = g.l.tx.data + (x % g.l.tx.size);
         *b ^= (uint8_t)(1u << ((x >> 33) & 7));
-        if ((x & 0xff) == 0)
-            usleep(10);
+        if ((x & 0xff) == 0) usleep(10);
     }
     return NULL;
 }
@@ -982,8 +959,7 @@ static void m_flip(void)
 static void m_good(void)
 {
     g.auto_credit = 1;
-    if (open_tracked(1) != 0)
-        return;
+    if (open_tracked(1) != 0) return;
     send_msg(1, 0, "hello", 5);
     publish();
     int64_t t0 = now_ms();
@@ -1007,8 +983,7 @@ static void m_good(void)
 static void m_good_loop(void)
 {
     g.auto_credit = 1;
-    if (open_tracked(1) != 0)
-        return;
+    if (open_tracked(1) != 0) return;
     int64_t start = now_ms(), worst = 0;
     uint64_t echoes = 0;
     while (now_ms() - start < 4000) {
@@ -1018,11 +993,9 @@ static void m_good_loop(void)
         publish();
         while (cs(1)->msgs == before && now_ms() - t0 < 3000)
             wait_for(NULL, 0, 5);
-        if (cs(1)->msgs == before)
-            break;
+        if (cs(1)->msgs == before) break;
         echoes++;
-        if (now_ms() - t0 > worst)
-            worst = now_ms() - t0;
+        if (now_ms() - t0 > worst) worst = now_ms() - t0;
         wait_for(NULL, 0, 50);
     }
     send_close(1, 1000, "done");
@@ -1105,10 +1078,8 @@ int main(int argc, char **argv)
     }
     unsigned long long mem = 0;
     for (int i = 1; i + 1 < argc; i++) {
-        if (!strcmp(argv[i], "--broker-pid"))
-            g.broker = (pid_t)atoi(argv[i + 1]);
-        if (!strcmp(argv[i], "--mem"))
-            mem = strtoull(argv[i + 1], NULL, 10);
+        if (!strcmp(argv[i], "--broker-pid")) g.broker = (pid_t)atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "--mem")) mem = strtoull(argv[i + 1], NULL, 10);
     }
     if (g.broker <= 0) {
         fprintf(stderr, "usage: bad_worker list (it is started by the broker: "
@@ -1117,8 +1088,7 @@ int main(int argc, char **argv)
     }
     alarm(30); /* whatever happens, this process ends */
     struct shm_worker_fds fds = {.region_b = 3, .region_w = 4, .efd_worker = 5, .efd_broker = 6};
-    if (shm_link_attach_worker(&g.l, &fds) != 0)
-        return 11;
+    if (shm_link_attach_worker(&g.l, &fds) != 0) return 11;
 
     /* The mode is only known from the script, which comes after READY; the
      * two pre-READY modes are chosen by magic --mem values instead (the
@@ -1138,18 +1108,14 @@ int main(int argc, char **argv)
     int64_t t0 = now_ms();
     while (!g.script_done && now_ms() - t0 < 5000)
         wait_for(NULL, 0, 50);
-    if (!g.script_done || g.script_len < 4)
-        return 14;
+    if (!g.script_done || g.script_len < 4) return 14;
     uint32_t nl;
     memcpy(&nl, g.script, 4);
-    if (nl > g.script_len - 4)
-        return 14;
+    if (nl > g.script_len - 4) return 14;
     const char *src = g.script + 4 + nl;
     char outpath[512] = "";
-    if (sscanf(src, "%63s %255s %511s", g.mode, g.base, outpath) < 1)
-        return 14;
-    if (outpath[0])
-        g.out = open(outpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (sscanf(src, "%63s %255s %511s", g.mode, g.base, outpath) < 1) return 14;
+    if (outpath[0]) g.out = open(outpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     report("mode %s", g.mode);
     /* "late_MODE": wait a second (serving the broker), then MODE. */
     const char *name = g.mode;
@@ -1159,8 +1125,7 @@ int main(int argc, char **argv)
     }
     const struct mode *m = NULL;
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
-        if (!strcmp(name, modes[i].name))
-            m = &modes[i];
+        if (!strcmp(name, modes[i].name)) m = &modes[i];
     if (!m) {
         report("unknown mode");
         return 1;
