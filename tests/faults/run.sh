@@ -31,7 +31,7 @@ cleanup() {
     wait 2>/dev/null
     rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT INT TERM HUP PIPE
 
 mkcert() { # mkcert NAME CN SAN
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
@@ -106,6 +106,7 @@ for script in tests/faults/f_*.lua; do
             -e "s|@C@|ws://127.0.0.1:${PORT_c:-1}|g" "$script"
         printf '\n__test_summary()\n'
     } > "$tmp/$name.lua"
+    t0=$(date +%s)
     timeout 150 "$BROKER" run --quiet --wall 120000 \
         --allow "ws://127.0.0.1:${PORT_fault:-1}/*" $tls_allow \
         --allow "ws://127.0.0.1:${PORT_c:-1}/*" \
@@ -142,7 +143,7 @@ for script in tests/faults/f_*.lua; do
     fi
     hwm=$(awk '{for (i = 1; i < NF; i++) if ($i == "VmHWM:" && $(i+1) > m) m = $(i+1)} END {print int(m / 1024)}' "$tmp/$name.rss")
     cap=$(sed -n 's/^-- max_broker_rss_mib: *\([0-9]*\).*/\1/p' "$script" | head -n 1)
-    echo "$name: broker peak RSS ${hwm} MiB${cap:+ (cap $cap MiB)}"
+    echo "$name: $(($(date +%s) - t0)) s, broker peak RSS ${hwm} MiB${cap:+ (cap $cap MiB)}"
     if [ -n "$cap" ] && [ "$memcheck" = 1 ]; then
         if [ "$hwm" -gt 0 ] && [ "$hwm" -le "$cap" ]; then
             p=$((p + 1))
