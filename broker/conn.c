@@ -41,6 +41,7 @@
 
 #define TX_WINDOW (1u << 20)        /* bytes of SEND payload a worker may have outstanding */
 #define OUT_HIGH (1u << 20)         /* output bytes above which sends wait for the socket */
+#define SEND_BATCH_BYTES (64u << 10) /* queued output written at once, not at round end */
 #define CLOSE_WAIT_MS 5000          /* bound on the close handshake */
 #define DEFAULT_READ_LIMIT (16u << 20)
 #define MAX_READS_PER_EVENT 8
@@ -110,6 +111,7 @@ struct brk_conn {
     int blocked;                 /* on the worker's blocked list */
     struct brk_conn *next_blocked;
     int freed;                   /* free is scheduled */
+    int flush_queued;            /* a deferred socket write is queued (SEND batching) */
     /* serve mode (quota.h) */
     char *canonical;             /* canonical URL the policy matched (owned) */
     int throttled;               /* reading paused by the tenant's receive rate quota */
@@ -1211,6 +1213,20 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
 
 /* ---- other worker records ---- */
 
+/* The deferred write of a batch of SEND records. Deferred calls run in
+ * order, so a conn_release() after the queueing frees only after this ran. */
+static void flush_deferred(void *ctx)
+{
+    struct brk_conn *c = ctx;
+    c->flush_queued = 0;
+    if (c->freed || !c->ws)
+        return;
+    flush_out(c);
+    if (!c->freed)
+        update_interest(c);
+    brk_worker_publish(c->w);
+}
+
 void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint32_t n)
 {
     struct brk_worker *w = c->w;
@@ -1272,9 +1288,16 @@ void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint
     if (c->st == C_OPEN && c->ws && !c->worker_closed) {
         if (n)
             ws_send_data(c->ws, p, n);
-        flush_out(c);
-        if (!c->freed)
-            update_interest(c);
+        /* Small messages are written once per intake round (one send(2) and
+         * one TX_CREDIT for a whole batch), large output at once. */
+        if (ws_out_pending(c->ws) < SEND_BATCH_BYTES && !c->flush_queued &&
+            brk_defer(B(c)->loop, flush_deferred, c) == 0) {
+            c->flush_queued = 1;
+        } else if (!c->flush_queued || ws_out_pending(c->ws) >= SEND_BATCH_BYTES) {
+            flush_out(c);
+            if (!c->freed)
+                update_interest(c);
+        }
     } else {
         /* The connection is ending: the data goes nowhere, the window comes
          * back so the worker does not wait for it. */

@@ -110,7 +110,10 @@ static int ldrain(lua_State *L)
         }
         shm_rx_consume(rx);
         n++;
-        if ((n & 63) == 0) shm_rx_release(rx);
+        /* Give the broker room early: every 64 records, and every 1/16 of the
+         * ring (64 records of 64 KiB would otherwise be the whole ring, and the
+         * broker would wait for the end of the drain before refilling it). */
+        if ((n & 63) == 0 || rx->tail - rx->released >= rx->size / 16) shm_rx_release(rx);
         if (b->shutdown || b->broken) break;
     }
     lua_pushinteger(L, n);

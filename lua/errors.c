@@ -34,6 +34,7 @@
  *
  * Durations: see rt_duration_parse below for the accepted syntax. */
 #include "lua/errors.h"
+#include "lua/rt.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -355,51 +356,17 @@ static const luaL_Reg err_funcs[] = {
     {NULL, NULL},
 };
 
-static int lreadonly(lua_State *L)
-{
-    return luaL_error(L, "module table is read-only");
-}
-
-static int lproxy_next(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 2);
-    if (lua_next(L, 1)) return 2;
-    lua_pushnil(L);
-    return 1;
-}
-
-static int lproxy_pairs(lua_State *L)
-{
-    lua_pushcfunction(L, lproxy_next);
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "__index");
-    lua_remove(L, -2);
-    lua_pushnil(L);
-    return 3;
-}
-
 int rt_open_errors(lua_State *L)
 {
     luaL_checkstack(L, 6, "errors");
     push_meta(L);
     lua_pop(L, 1);
-    lua_newtable(L); /* proxy */
     luaL_newlib(L, err_funcs);
     for (int i = 0; i < PROTO_EK_COUNT; i++) {
         lua_pushstring(L, kind_str[i]);
         lua_setfield(L, -2, kind_name[i]);
     }
-    lua_newtable(L); /* proxy metatable */
-    lua_insert(L, -2);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, lreadonly);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, lproxy_pairs);
-    lua_setfield(L, -2, "__pairs");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
+    rt_readonly(L);
     return 1;
 }
 

@@ -46,6 +46,7 @@
  * - Error messages end with "at byte offset N" (0-based offset into the
  *   input) and err:details() is {offset = N}. */
 #include "lua/json.h"
+#include "lua/rt.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -703,30 +704,6 @@ static int ldecode(lua_State *L)
 
 /* ---- module ---- */
 
-static int lreadonly(lua_State *L)
-{
-    return luaL_error(L, "module table is read-only");
-}
-
-static int lproxy_next(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 2);
-    if (lua_next(L, 1)) return 2;
-    lua_pushnil(L);
-    return 1;
-}
-
-static int lproxy_pairs(lua_State *L)
-{
-    lua_pushcfunction(L, lproxy_next);
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "__index");
-    lua_remove(L, -2);
-    lua_pushnil(L);
-    return 3;
-}
-
 static const luaL_Reg json_funcs[] = {
     {"encode", lencode},
     {"decode", ldecode},
@@ -736,16 +713,7 @@ static const luaL_Reg json_funcs[] = {
 int rt_open_json(lua_State *L)
 {
     luaL_checkstack(L, 4, "json");
-    lua_newtable(L); /* proxy */
-    lua_newtable(L); /* its metatable */
     luaL_newlib(L, json_funcs);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, lreadonly);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, lproxy_pairs);
-    lua_setfield(L, -2, "__pairs");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
+    rt_readonly(L);
     return 1;
 }

@@ -109,6 +109,11 @@ typedef void (*rt_timer_fn)(struct rt *rt, void *ctx);
 uint64_t rt_timer_add(struct rt *rt, int64_t deadline_ns, rt_timer_fn fn, void *ctx);
 void rt_timer_cancel(struct rt *rt, uint64_t id);
 
+/* Replaces the table on top of the stack with a read-only proxy of it
+ * (lua/readonly.c): writes raise, pairs() works, the real table is never
+ * handed out. [-1, +1] */
+void rt_readonly(lua_State *L);
+
 /* Memory accounted by the allocator (bytes now, cap). */
 size_t rt_mem_used(struct rt *rt);
 

@@ -1536,47 +1536,6 @@ static int lconnect(lua_State *L)
 
 /* ---- module ---- */
 
-static int lreadonly(lua_State *L)
-{
-    return luaL_error(L, "websocket tables are read-only");
-}
-
-static int lproxy_next(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 2);
-    if (lua_next(L, 1)) return 2;
-    lua_pushnil(L);
-    return 1;
-}
-
-static int lproxy_pairs(lua_State *L)
-{
-    lua_pushcfunction(L, lproxy_next);
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "__index");
-    lua_remove(L, -2);
-    lua_pushnil(L);
-    return 3;
-}
-
-/* Replaces the table on top with a read-only proxy of it. [-1, +1] */
-static void make_readonly(lua_State *L)
-{
-    lua_newtable(L);          /* t proxy */
-    lua_createtable(L, 0, 4); /* t proxy mt */
-    lua_pushvalue(L, -3);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, lreadonly);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, lproxy_pairs);
-    lua_setfield(L, -2, "__pairs");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2); /* t proxy */
-    lua_remove(L, -2);       /* proxy */
-}
-
 static const luaL_Reg client_methods[] = {
     {"send", lsend},       {"ping", lping}, {"close", lclose}, {"channel", lchannel},
     {"receive", lchannel}, {"info", linfo}, {NULL, NULL},
@@ -1617,15 +1576,15 @@ int rt_open_websocket(lua_State *L)
         lua_pushinteger(L, compression_modes[i].value);
         lua_setfield(L, -2, compression_modes[i].name);
     }
-    make_readonly(L);
+    rt_readonly(L);
     lua_setfield(L, -2, "COMPRESSION");
     lua_createtable(L, 0, 16);
     for (size_t i = 0; i < sizeof close_codes / sizeof close_codes[0]; i++) {
         lua_pushinteger(L, close_codes[i].value);
         lua_setfield(L, -2, close_codes[i].name);
     }
-    make_readonly(L);
+    rt_readonly(L);
     lua_setfield(L, -2, "CLOSE_CODES");
-    make_readonly(L);
+    rt_readonly(L);
     return 1;
 }
