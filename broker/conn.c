@@ -103,6 +103,8 @@ struct brk_conn {
     int send_text;               /* it is text: validate UTF-8 */
     struct ws_utf8 send_utf8;
     int worker_closed;           /* the worker sent CLOSE */
+    int rx_midmsg;               /* a MSG with MORE went to the worker, its end did not */
+    int rx_dropping;             /* dropping a message that arrived after CLOSE, channel full */
     int closed_emitted;          /* CLOSED (or CONNECT_FAIL) went to the worker */
     int finishing;               /* finish() is running (guards re-entry) */
     /* outbox of records waiting for ring space: [type u16][flags u16][len u32][payload] */
@@ -633,7 +635,7 @@ static void maybe_resume(struct brk_conn *c)
 {
     if (!c->rx_paused || c->freed || !c->ws || c->st != C_OPEN || c->throttled)
         return;
-    if (c->undelivered >= c->capacity || !brk_conn_outbox_empty(c))
+    if ((c->undelivered >= c->capacity && !c->worker_closed) || !brk_conn_outbox_empty(c))
         return;
     c->rx_paused = 0;
     if (c->stash_len) {
@@ -687,6 +689,18 @@ static void on_rx_throttle_end(struct brk_loop *loop, struct brk_timer *t)
 static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, int fin)
 {
     struct brk_conn *c = ctx;
+    /* After the script's close() its channel may be full and stay full: it
+     * drains only what it has. Pausing would hide the server's close reply
+     * behind data nobody reads and make every close wait for its timeout, so
+     * whole messages arriving then are dropped instead. */
+    if (!c->rx_midmsg && c->worker_closed && c->undelivered >= c->capacity)
+        c->rx_dropping = 1;
+    if (c->rx_dropping) {
+        if (fin)
+            c->rx_dropping = 0;
+        return 0;
+    }
+    c->rx_midmsg = !fin;
     size_t got = len; /* for the tenant's receive quota */
     uint16_t base = opcode == WS_OP_BINARY ? PROTO_F_BINARY : 0;
     uint32_t maxp = c->w->link.tx.max_payload;
@@ -708,7 +722,8 @@ static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, in
         brk_timer_start(B(c)->loop, &c->rx_throttle_timer, brk_now_ns() + wait_ms * 1000000,
                         on_rx_throttle_end);
     }
-    if (c->undelivered >= c->capacity || !brk_conn_outbox_empty(c) || c->throttled) {
+    if ((c->undelivered >= c->capacity && !c->worker_closed) || !brk_conn_outbox_empty(c) ||
+        c->throttled) {
         c->rx_paused = 1;
         brk_timer_stop(B(c)->loop, &c->read_timer);
         return 1;
@@ -1356,6 +1371,7 @@ void brk_conn_on_close(struct brk_conn *c, const uint8_t *p, uint32_t n)
         update_interest(c);
         brk_timer_start(B(c)->loop, &c->close_timer,
                         brk_now_ns() + (int64_t)CLOSE_WAIT_MS * 1000000, on_close_timeout);
+        maybe_resume(c); /* read on to the close reply even with a full channel */
     }
 }
 

@@ -42,6 +42,7 @@
 
 #include <errno.h>
 #include <lauxlib.h>
+#include <malloc.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1067,6 +1068,12 @@ struct rt *rt_new(const struct rt_config *cfg)
     /* os.time{...} consults the time zone; load it now, before any sandbox
      * forbids opening files. */
     tzset();
+    /* Received messages are Lua strings that come and go by the thousand:
+     * keep freed heap memory (and take large strings from the heap, not
+     * from fresh mmaps) instead of returning it to the kernel and faulting
+     * it in again for the next message. The cap is lalloc's accounting. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
     rt->L = lua_newstate(lalloc, rt);
     if (!rt->L) {
         free(rt);

@@ -554,11 +554,29 @@ struct rt_ws *rt_ws_new(lua_State *L, struct rt_bridge *b)
 /* Pushes {type=, data=} for a message of n bytes at p. [-0, +1] */
 static void push_message(lua_State *L, int binary, const void *p, size_t n)
 {
-    lua_createtable(L, 0, 2);
-    lua_pushstring(L, binary ? "binary" : "text");
-    lua_setfield(L, -2, "type");
+    /* The four strings come from a registry table (rawgeti) rather than
+     * from C strings, which Lua would look up in its string cache (hash and
+     * strcmp) three times per message. */
+    static const char msg_strings = 0; /* registry key (its address) */
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &msg_strings) != LUA_TTABLE) {
+        static const char *const s[] = {"type", "data", "text", "binary"};
+        lua_pop(L, 1);
+        lua_createtable(L, 4, 0);
+        for (int i = 0; i < 4; i++) {
+            lua_pushstring(L, s[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &msg_strings);
+    }                                  /* strs */
+    lua_createtable(L, 0, 2);          /* strs msg */
+    lua_rawgeti(L, -2, 1);             /* strs msg "type" */
+    lua_rawgeti(L, -3, binary ? 4 : 3);
+    lua_rawset(L, -3);                 /* strs msg */
+    lua_rawgeti(L, -2, 2);             /* strs msg "data" */
     lua_pushlstring(L, p, n);
-    lua_setfield(L, -2, "data");
+    lua_rawset(L, -3);                 /* strs msg */
+    lua_remove(L, -2);                 /* msg */
 }
 
 /* Hands the message on top of the stack to the conn's channel (popped). */

@@ -52,6 +52,7 @@ suite unit "$BUILD/unit_tests"
 [ -x tests/run-lua.sh ] && suite lua tests/run-lua.sh
 [ -f tests/peers/smoke.py ] && suite peers /usr/bin/python3 tests/peers/smoke.py
 [ -x tests/integration/run.sh ] && suite integration tests/integration/run.sh
+[ -x tests/integration/broker_runs.sh ] && suite broker_runs tests/integration/broker_runs.sh
 [ -x tests/operators/run.sh ] && suite operators tests/operators/run.sh
 [ -x tests/conformance/run.sh ] && suite conformance tests/conformance/run.sh
 [ -x tests/sandbox/run.sh ] && suite sandbox tests/sandbox/run.sh
