@@ -169,6 +169,7 @@ static void run_deferred(struct brk_loop *loop)
         struct brk_deferred d = loop->defer[i];
         d.fn(d.ctx);
     }
+    if (n == 0) return; /* defer may still be NULL: no memmove(NULL, ...) (UBSan) */
     memmove(loop->defer, loop->defer + n, (loop->n_defer - n) * sizeof *loop->defer);
     loop->n_defer -= n;
 }
