@@ -41,10 +41,12 @@
 
 #define TX_WINDOW (1u << 20)        /* bytes of SEND payload a worker may have outstanding */
 #define OUT_HIGH (1u << 20)         /* output bytes above which sends wait for the socket */
-#define SEND_BATCH_BYTES (64u << 10) /* queued output written at once, not at round end */
 #define CLOSE_WAIT_MS 5000          /* bound on the close handshake */
 #define DEFAULT_READ_LIMIT (16u << 20)
 #define MAX_READS_PER_EVENT 8
+
+/* Queued output that is written at once rather than at the end of the round. */
+#define SEND_BATCH_BYTES (64u << 10)
 
 enum cstate {
     C_RESOLVING, /* waiting for DNS */
@@ -119,6 +121,7 @@ struct brk_conn {
     int throttled;               /* reading paused by the tenant's receive rate quota */
     struct brk_timer rx_throttle_timer; /* ends that pause */
     struct brk_timer tx_throttle_timer; /* send credits held back by the send rate quota */
+    int tx_held;                 /* output kept in the broker by the send rate quotas */
 };
 
 /* worker.c */
@@ -398,7 +401,8 @@ void brk_conn_revoke(struct brk_conn *c, int code, const char *why)
     }
     char msg[300];
     snprintf(msg, sizeof msg, "closed by the broker (%d): %s", code, why);
-    finish(c, code, PROTO_BY_BROKER, PROTO_EK_PERMISSION_DENIED, why,
+    finish(c, code, PROTO_BY_BROKER,
+           code == 1013 ? PROTO_EK_RATE_LIMITED : PROTO_EK_PERMISSION_DENIED, why,
            strlen(why) > 123 ? 123 : strlen(why), msg);
     brk_worker_publish(c->w);
 }
@@ -470,12 +474,20 @@ static void on_write_timeout(struct brk_loop *loop, struct brk_timer *t)
 }
 
 static void send_credit(struct brk_conn *c);
+static void flush_out(struct brk_conn *c);
+static void update_interest(struct brk_conn *c);
 
 static void on_tx_throttle_end(struct brk_loop *loop, struct brk_timer *t)
 {
     struct brk_conn *c =
         (struct brk_conn *)((char *)t - offsetof(struct brk_conn, tx_throttle_timer));
-    send_credit(c);
+    if (c->tx_held) {
+        flush_out(c);
+        if (!c->freed)
+            update_interest(c);
+    } else {
+        send_credit(c);
+    }
     brk_worker_publish(c->w);
 }
 
@@ -506,6 +518,20 @@ static void flush_out(struct brk_conn *c)
 {
     if (!c->ws || c->fd < 0)
         return;
+    /* The tenant's send rates: while it owes, output stays here (bounded by
+     * the window and by BRK_Q_TX_DEBT_SEC); a closing handshake goes out. */
+    int64_t hold_ms = c->st == C_OPEN && !c->worker_closed && ws_state(c->ws) == WS_OPEN &&
+                              ws_out_pending(c->ws)
+                          ? brk_q_tx_hold(c->w)
+                          : 0;
+    c->tx_held = hold_ms > 0;
+    if (c->tx_held) {
+        brk_timer_stop(B(c)->loop, &c->write_timer);
+        if (!brk_timer_armed(&c->tx_throttle_timer))
+            brk_timer_start(B(c)->loop, &c->tx_throttle_timer, brk_now_ns() + hold_ms * 1000000,
+                            on_tx_throttle_end);
+        return;
+    }
     int progressed = 0;
     for (;;) {
         size_t len;
@@ -547,7 +573,7 @@ static void update_interest(struct brk_conn *c)
     else {
         if (!c->rx_paused)
             ev |= EPOLLIN;
-        if ((c->ws && ws_out_pending(c->ws)) || c->ssl_wants_write)
+        if ((c->ws && ws_out_pending(c->ws) && !c->tx_held) || c->ssl_wants_write)
             ev |= EPOLLOUT;
     }
     brk_io_set(B(c)->loop, &c->io, ev);
@@ -1300,6 +1326,12 @@ void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint
         c->sending = 0;
     c->tx_taken += n;
     brk_q_tx(w, n, (flags & PROTO_F_BEGIN) != 0);
+    char qwhy[200];
+    if ((flags & PROTO_F_BEGIN) && c->st == C_OPEN && c->ws && !c->worker_closed &&
+        brk_q_tx_overrun(w, c->display, qwhy, sizeof qwhy)) {
+        brk_conn_revoke(c, 1013, qwhy); /* the rest of the message goes nowhere */
+        return;
+    }
     if (c->st == C_OPEN && c->ws && !c->worker_closed) {
         if (n)
             ws_send_data(c->ws, p, n);

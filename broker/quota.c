@@ -262,6 +262,36 @@ int64_t brk_q_tx_wait(struct brk_worker *w)
     return wait;
 }
 
+int64_t brk_q_tx_hold(struct brk_worker *w)
+{
+    struct brk_tenant *t = w->tenant;
+    if (!t || !t->cfg) return 0;
+    const struct brk_quota *q = &t->cfg->quota;
+    int64_t now = brk_now_ns();
+    int64_t a = brk_bucket_charge(&t->tx_bytes, (double)q->bytes_out_per_sec,
+                                  (double)q->bytes_out_per_sec, 0, now);
+    int64_t m =
+        brk_bucket_charge(&t->tx_msgs, q->messages_out_per_sec, q->messages_out_per_sec, 0, now);
+    return a > m ? a : m;
+}
+
+int brk_q_tx_overrun(struct brk_worker *w, const char *display, char *why, size_t cap)
+{
+    struct brk_tenant *t = w->tenant;
+    if (!t || !t->cfg || !t->cfg->quota.messages_out_per_sec) return 0;
+    double rate = t->cfg->quota.messages_out_per_sec;
+    brk_bucket_charge(&t->tx_msgs, rate, rate, 0, brk_now_ns());
+    if (t->tx_msgs.tokens >= -rate * BRK_Q_TX_DEBT_SEC) return 0;
+    snprintf(why, cap,
+             "try again later: messages_out_per_sec quota of %u exceeded by more than %d s "
+             "of messages",
+             t->cfg->quota.messages_out_per_sec, BRK_Q_TX_DEBT_SEC);
+    t->rejected[BRK_Q_MESSAGES_OUT]++;
+    t->tx_msgs.tokens = -rate * BRK_Q_TX_DEBT_SEC; /* what the closed connection owed is gone */
+    audit(w, "quota", display, NULL, 0, brk_quota_name(BRK_Q_MESSAGES_OUT), why);
+    return 1;
+}
+
 int brk_q_log_admit(struct brk_worker *w, uint32_t lines)
 {
     struct brk_tenant *t = w->tenant;

@@ -34,7 +34,8 @@ struct brk_bucket {
     X(READ_LIMIT, "max_read_limit")                                                                \
     X(CHANNEL_CAPACITY, "max_channel_capacity")                                                    \
     X(COMPRESSION, "max_compression")                                                              \
-    X(WORKERS, "max_workers")
+    X(WORKERS, "max_workers")                                                                      \
+    X(MESSAGES_OUT, "messages_out_per_sec")
 
 enum brk_quota_id {
 #define BRK_Q_(n, s) BRK_Q_##n,
@@ -104,8 +105,21 @@ void brk_q_conn_count(struct brk_worker *w, int delta);
 int64_t brk_q_rx(struct brk_worker *w, size_t bytes, int msgs);
 /* The script sent `bytes` (msgs = 1 at a message's start). */
 void brk_q_tx(struct brk_worker *w, size_t bytes, int msgs);
-/* ms for which send credits must be held back (0: none). */
+/* ms for which send credits must be held back (0: none); counts a throttle. */
 int64_t brk_q_tx_wait(struct brk_worker *w);
+/* ms for which the connection's output must stay in the broker because the
+ * tenant is over bytes_out_per_sec or messages_out_per_sec (0: write now).
+ * Counts nothing (it is asked at every socket write). */
+int64_t brk_q_tx_hold(struct brk_worker *w);
+/* Seconds of messages_out_per_sec a tenant may owe before throttling is given
+ * up: a script that queues tiny (or empty) messages faster than that gets
+ * the connection closed with 1013 instead of unbounded broker memory. */
+#define BRK_Q_TX_DEBT_SEC 5
+/* After the script began a message: 1 when the tenant owes more than
+ * BRK_Q_TX_DEBT_SEC seconds of messages; the caller closes the connection
+ * with 1013. Counted (quota messages_out_per_sec) and audited; the reason is
+ * in why. 0 otherwise. */
+int brk_q_tx_overrun(struct brk_worker *w, const char *display, char *why, size_t cap);
 /* Output of `lines` lines: 1 to print, 0 to drop (counted). */
 int brk_q_log_admit(struct brk_worker *w, uint32_t lines);
 

@@ -568,15 +568,15 @@ static void push_message(lua_State *L, int binary, const void *p, size_t n)
         }
         lua_pushvalue(L, -1);
         lua_rawsetp(L, LUA_REGISTRYINDEX, &msg_strings);
-    }                                  /* strs */
-    lua_createtable(L, 0, 2);          /* strs msg */
-    lua_rawgeti(L, -2, 1);             /* strs msg "type" */
+    }                         /* strs */
+    lua_createtable(L, 0, 2); /* strs msg */
+    lua_rawgeti(L, -2, 1);    /* strs msg "type" */
     lua_rawgeti(L, -3, binary ? 4 : 3);
-    lua_rawset(L, -3);                 /* strs msg */
-    lua_rawgeti(L, -2, 2);             /* strs msg "data" */
+    lua_rawset(L, -3);     /* strs msg */
+    lua_rawgeti(L, -2, 2); /* strs msg "data" */
     lua_pushlstring(L, p, n);
-    lua_rawset(L, -3);                 /* strs msg */
-    lua_remove(L, -2);                 /* msg */
+    lua_rawset(L, -3); /* strs msg */
+    lua_remove(L, -2); /* msg */
 }
 
 /* Hands the message on top of the stack to the conn's channel (popped). */

@@ -80,7 +80,8 @@ static void on_out(struct brk_loop *loop, struct brk_io *io, uint32_t ev)
     while ((n = read(io->fd, buf, sizeof buf)) > 0) {
         for (ssize_t i = 0; i < n; i++) {
             if (buf[i] != '\n') {
-                if (g_wait.line_len < sizeof g_wait.line - 1) g_wait.line[g_wait.line_len++] = buf[i];
+                if (g_wait.line_len < sizeof g_wait.line - 1)
+                    g_wait.line[g_wait.line_len++] = buf[i];
                 continue;
             }
             g_wait.line[g_wait.line_len] = 0;
@@ -172,15 +173,15 @@ static pid_t start_server(int *port)
 
 /* Opens `conns` idle connections spread over `workers` workers; returns the
  * broker's RSS growth per connection (bytes) or -1. */
-static double idle_conns(int port, int workers, int conns, int compression, int *held,
-                         double *secs)
+static double idle_conns(int port, int workers, int conns, int compression, int *held, double *secs)
 {
     char src[1024];
     int per = conns / workers;
     snprintf(src, sizeof src,
              "local cs = {}\n"
              "for i = 1, %d do\n"
-             "  local c, err = websocket.connect('ws://127.0.0.1:%d/idle?deflate=1', {compression = %d})\n"
+             "  local c, err = websocket.connect('ws://127.0.0.1:%d/idle?deflate=1', {compression "
+             "= %d})\n"
              "  if not c then print('FAILED ' .. i .. ' ' .. tostring(err)) break end\n"
              "  cs[i] = c\n"
              "end\n"
@@ -225,10 +226,14 @@ int main(int argc, char **argv)
     int spawns = 30, conns = 10000, workers = 4, zconns = 1000;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : "0";
-        if (!strcmp(argv[i], "--spawns")) spawns = atoi(v), i++;
-        else if (!strcmp(argv[i], "--conns")) conns = atoi(v), i++;
-        else if (!strcmp(argv[i], "--workers")) workers = atoi(v), i++;
-        else if (!strcmp(argv[i], "--zconns")) zconns = atoi(v), i++;
+        if (!strcmp(argv[i], "--spawns"))
+            spawns = atoi(v), i++;
+        else if (!strcmp(argv[i], "--conns"))
+            conns = atoi(v), i++;
+        else if (!strcmp(argv[i], "--workers"))
+            workers = atoi(v), i++;
+        else if (!strcmp(argv[i], "--zconns"))
+            zconns = atoi(v), i++;
         else {
             fprintf(stderr, "usage: bench_broker [--spawns N] [--conns N] [--workers N] "
                             "[--zconns N]\n");
@@ -338,8 +343,8 @@ int main(int argc, char **argv)
     waitpid(srv, NULL, 0);
 
     printf("broker components (bench_broker, real broker core and workers)\n");
-    printf("worker spawn-to-READY (%d sequential): p50 %.2f ms  p99 %.2f ms  max %.2f ms\n",
-           spawns, (double)lat[spawns / 2] / 1e6, (double)lat[(spawns * 99) / 100] / 1e6,
+    printf("worker spawn-to-READY (%d sequential): p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", spawns,
+           (double)lat[spawns / 2] / 1e6, (double)lat[(spawns * 99) / 100] / 1e6,
            (double)lat[spawns - 1] / 1e6);
     if (nidle)
         printf("idle worker memory (%d sleeping side by side): PSS median %.2f MiB, "

@@ -45,11 +45,11 @@ enum mode { M_HTTP, M_BLAST, M_ECHO, M_SINK };
 
 /* One pre-framed block of identical server frames (cached per shape). */
 struct block {
-    uint32_t size;     /* payload bytes of one message (uncompressed) */
-    int deflate;       /* 1: frames carry the compressed message with RSV1 */
-    uint8_t *data;     /* the frames (owned) */
-    size_t len;        /* bytes in data */
-    size_t frame_len;  /* bytes of one frame */
+    uint32_t size;    /* payload bytes of one message (uncompressed) */
+    int deflate;      /* 1: frames carry the compressed message with RSV1 */
+    uint8_t *data;    /* the frames (owned) */
+    size_t len;       /* bytes in data */
+    size_t frame_len; /* bytes of one frame */
     struct block *next;
 };
 
@@ -57,21 +57,21 @@ struct block {
 struct conn {
     int fd;
     enum mode mode;
-    uint8_t *in;         /* received bytes not yet parsed (owned) */
-    size_t in_len;       /* bytes in `in` */
-    size_t in_cap;       /* capacity of `in` */
-    uint8_t *out;        /* bytes waiting to be written (owned) */
-    size_t out_off;      /* first unwritten byte in out */
-    size_t out_len;      /* end of valid bytes in out */
-    size_t out_cap;      /* capacity of out */
+    uint8_t *in;             /* received bytes not yet parsed (owned) */
+    size_t in_len;           /* bytes in `in` */
+    size_t in_cap;           /* capacity of `in` */
+    uint8_t *out;            /* bytes waiting to be written (owned) */
+    size_t out_off;          /* first unwritten byte in out */
+    size_t out_len;          /* end of valid bytes in out */
+    size_t out_cap;          /* capacity of out */
     const struct block *blk; /* blast: the block being written (borrowed) */
-    size_t blk_off;      /* blast: offset in the current block pass */
-    uint64_t left;       /* blast: frames still to send (UINT64_MAX = unlimited) */
-    int closing;         /* 1: close frame queued, close after it is written */
-    int want_out;        /* 1: EPOLLOUT armed */
-    uint64_t count;      /* sink: data messages counted */
-    uint64_t bytes;      /* sink: payload bytes counted */
-    int deflate;         /* permessage-deflate negotiated */
+    size_t blk_off;          /* blast: offset in the current block pass */
+    uint64_t left;           /* blast: frames still to send (UINT64_MAX = unlimited) */
+    int closing;             /* 1: close frame queued, close after it is written */
+    int want_out;            /* 1: EPOLLOUT armed */
+    uint64_t count;          /* sink: data messages counted */
+    uint64_t bytes;          /* sink: payload bytes counted */
+    int deflate;             /* permessage-deflate negotiated */
 };
 
 static int g_ep;
@@ -123,9 +123,10 @@ static void fill_text(uint8_t *p, size_t n)
     char line[128];
     while (off < n) {
         x = x * 1103515245u + 12345u;
-        int k = snprintf(line, sizeof line, "{\"seq\":%u,\"sym\":\"%s\",\"px\":%u.%02u,\"qty\":%u}\n",
-                         (unsigned)(off / 64), syms[(x >> 16) % 5], 100 + (x >> 8) % 90000,
-                         (x >> 3) % 100, 1 + (x >> 20) % 500);
+        int k =
+            snprintf(line, sizeof line, "{\"seq\":%u,\"sym\":\"%s\",\"px\":%u.%02u,\"qty\":%u}\n",
+                     (unsigned)(off / 64), syms[(x >> 16) % 5], 100 + (x >> 8) % 90000,
+                     (x >> 3) % 100, 1 + (x >> 20) % 500);
         size_t m = (size_t)k < n - off ? (size_t)k : n - off;
         memcpy(p + off, line, m);
         off += m;
@@ -356,7 +357,8 @@ static int do_handshake(struct conn *c)
     int dfl = query_param(path, "deflate", v, sizeof v) && v[0] == '1' && want_deflate;
     if (!strncmp(path, "/blast", 6)) {
         c->mode = M_BLAST;
-        uint32_t size = query_param(path, "size", v, sizeof v) ? (uint32_t)strtoul(v, NULL, 10) : 16;
+        uint32_t size =
+            query_param(path, "size", v, sizeof v) ? (uint32_t)strtoul(v, NULL, 10) : 16;
         uint64_t n = query_param(path, "n", v, sizeof v) ? strtoull(v, NULL, 10) : 0;
         c->deflate = dfl;
         c->blk = get_block(size, dfl);

@@ -33,7 +33,7 @@ struct bench {
     int report_sent;   /* send: REPORT written */
     int done;          /* finished (or failed) */
     int failed;
-    double *lat;       /* echo latencies, us (owned) */
+    double *lat; /* echo latencies, us (owned) */
     size_t nlat, caplat;
 };
 
@@ -171,13 +171,20 @@ int main(int argc, char **argv)
     g.depth = 100;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
-        if (!strcmp(a, "--port")) port = atoi(v), i++;
-        else if (!strcmp(a, "--mode")) g.mode = v, i++;
-        else if (!strcmp(a, "--size")) g.size = strtoul(v, NULL, 10), i++;
-        else if (!strcmp(a, "--secs")) g.secs = atof(v), i++;
-        else if (!strcmp(a, "--depth")) g.depth = atoi(v), i++;
-        else if (!strcmp(a, "--rxbuf")) rxbuf = atoi(v), i++;
-        else if (!strcmp(a, "--deflate")) g.deflate = 1;
+        if (!strcmp(a, "--port"))
+            port = atoi(v), i++;
+        else if (!strcmp(a, "--mode"))
+            g.mode = v, i++;
+        else if (!strcmp(a, "--size"))
+            g.size = strtoul(v, NULL, 10), i++;
+        else if (!strcmp(a, "--secs"))
+            g.secs = atof(v), i++;
+        else if (!strcmp(a, "--depth"))
+            g.depth = atoi(v), i++;
+        else if (!strcmp(a, "--rxbuf"))
+            rxbuf = atoi(v), i++;
+        else if (!strcmp(a, "--deflate"))
+            g.deflate = 1;
         else {
             fprintf(stderr, "usage: lws_client --port P --mode M --size S [--secs D] [--depth K] "
                             "[--deflate] [--rxbuf N]\n");
@@ -201,7 +208,9 @@ int main(int argc, char **argv)
     if (rxbuf) info.pt_serv_buf_size = (unsigned)rxbuf;
     struct lws_context *ctx = lws_create_context(&info);
     if (!ctx) return 1;
-    const char *route = !strcmp(g.mode, "recv") ? "/blast" : !strcmp(g.mode, "send") ? "/sink" : "/echo";
+    const char *route = !strcmp(g.mode, "recv")   ? "/blast"
+                        : !strcmp(g.mode, "send") ? "/sink"
+                                                  : "/echo";
     char path[128], host[64];
     snprintf(path, sizeof path, "%s?size=%zu%s", route, g.size, g.deflate ? "&deflate=1" : "");
     snprintf(host, sizeof host, "127.0.0.1:%d", port);

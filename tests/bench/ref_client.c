@@ -59,20 +59,20 @@ static void write_all(int fd, const void *p, size_t n)
 
 /* Incremental frame parser state (server frames: unmasked). */
 struct parser {
-    uint8_t hdr[14];  /* partial header bytes */
-    size_t hdr_len;   /* bytes in hdr */
-    uint64_t left;    /* payload bytes of the current frame still to come */
-    int in_frame;     /* 1 while inside a payload */
-    int op, fin, rsv1;/* of the current frame */
-    uint64_t msgs;    /* complete data messages */
-    uint64_t bytes;   /* data payload bytes (on the wire) */
-    int closed;       /* close frame seen */
-    int deflate;      /* inflate compressed messages */
+    uint8_t hdr[14];    /* partial header bytes */
+    size_t hdr_len;     /* bytes in hdr */
+    uint64_t left;      /* payload bytes of the current frame still to come */
+    int in_frame;       /* 1 while inside a payload */
+    int op, fin, rsv1;  /* of the current frame */
+    uint64_t msgs;      /* complete data messages */
+    uint64_t bytes;     /* data payload bytes (on the wire) */
+    int closed;         /* close frame seen */
+    int deflate;        /* inflate compressed messages */
     int msg_compressed; /* the current message has RSV1 */
-    z_stream z;       /* inflater (no context takeover: reset per message) */
-    uint8_t *zout;    /* scratch output (owned) */
-    uint64_t plain;   /* inflated bytes */
-    uint8_t ctl[128]; /* control frame payload */
+    z_stream z;         /* inflater (no context takeover: reset per message) */
+    uint8_t *zout;      /* scratch output (owned) */
+    uint64_t plain;     /* inflated bytes */
+    uint8_t ctl[128];   /* control frame payload */
     size_t ctl_len;
 };
 
@@ -221,12 +221,18 @@ int main(int argc, char **argv)
     double secs = 1.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
-        if (!strcmp(a, "--port")) port = atoi(v), i++;
-        else if (!strcmp(a, "--mode")) mode = v, i++;
-        else if (!strcmp(a, "--size")) size = strtoul(v, NULL, 10), i++;
-        else if (!strcmp(a, "--secs")) secs = atof(v), i++;
-        else if (!strcmp(a, "--depth")) depth = atoi(v), i++;
-        else if (!strcmp(a, "--deflate")) deflate = 1;
+        if (!strcmp(a, "--port"))
+            port = atoi(v), i++;
+        else if (!strcmp(a, "--mode"))
+            mode = v, i++;
+        else if (!strcmp(a, "--size"))
+            size = strtoul(v, NULL, 10), i++;
+        else if (!strcmp(a, "--secs"))
+            secs = atof(v), i++;
+        else if (!strcmp(a, "--depth"))
+            depth = atoi(v), i++;
+        else if (!strcmp(a, "--deflate"))
+            deflate = 1;
         else {
             fprintf(stderr, "usage: ref_client --port P --mode recv|raw|echo|pipe|send --size S "
                             "[--secs D] [--depth K] [--deflate]\n");
@@ -241,8 +247,8 @@ int main(int argc, char **argv)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     const char *path = !strcmp(mode, "recv") || !strcmp(mode, "raw") ? "/blast"
-                       : !strcmp(mode, "send")                        ? "/sink"
-                                                                      : "/echo";
+                       : !strcmp(mode, "send")                       ? "/sink"
+                                                                     : "/echo";
     char req[1024];
     int rl = snprintf(req, sizeof req,
                       "GET %s?size=%zu%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
