@@ -2,8 +2,8 @@
  * takes one command line per connection and answers with "OK\n" or "ERR\n"
  * followed by text, then closes; and the `broker admin` client for it.
  *
- * Commands: status, metrics, reload [revoke], stop TENANT[/SCRIPT],
- * start TENANT[/SCRIPT], drain.
+ * Commands: status [--json], metrics, reload [revoke], stop TENANT[/SCRIPT]
+ * [now], start TENANT[/SCRIPT], drain.
  *
  * Layer: broker/. The server side lives in the broker's loop (serve.c owns
  * the commands); the client is plain POSIX. */

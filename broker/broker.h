@@ -145,6 +145,8 @@ struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const ch
 void brk_worker_kill(struct brk_worker *w, enum brk_wend why, const char *fmt, ...);
 /* Asks every worker to end (SHUTDOWN) and closes connections with `code`. */
 void brk_workers_shutdown(struct brk *b, int code);
+/* The same for one worker (why: the close reason sent to the servers). */
+void brk_worker_shutdown(struct brk_worker *w, int code, const char *why);
 
 /* Emits a B2W record for a connection (or the worker when c is NULL) keeping
  * per-connection order; queues it when the ring is full. */

@@ -41,6 +41,12 @@
 
 #define TX_WINDOW (1u << 20)        /* bytes of SEND payload a worker may have outstanding */
 #define OUT_HIGH (1u << 20)         /* output bytes above which sends wait for the socket */
+/* Output bytes waiting for the socket above which the connection fails. The
+ * send window counts payload only: frame overhead (up to 7x for 1-byte
+ * messages, ~7.5 MiB at most with a full window), empty messages and pings
+ * are not in it, and a server that stops reading must not let a worker grow
+ * the broker's memory without bound with them. */
+#define OUT_LIMIT (16u << 20)
 #define CLOSE_WAIT_MS 5000          /* bound on the close handshake */
 #define DEFAULT_READ_LIMIT (16u << 20)
 #define MAX_READS_PER_EVENT 8
@@ -762,6 +768,14 @@ static void cb_pong(void *ctx, const uint8_t *data, size_t len)
     struct brk_conn *c = ctx;
     if (len == 8)
         emit(c, PROTO_PONG, 0, data, 8, NULL, 0);
+    /* A server may send pongs unasked, as fast as it likes: when they queue
+     * for a worker that does not read its ring, stop reading the socket as
+     * for messages (the rest of this read is parsed; the outbox grows by at
+     * most one read buffer's worth) until the outbox drains. */
+    if (!brk_conn_outbox_empty(c) && !c->rx_paused) {
+        c->rx_paused = 1;
+        brk_timer_stop(B(c)->loop, &c->read_timer);
+    }
 }
 
 static void cb_close(void *ctx, int clean, int code, const char *reason, size_t reason_len,
@@ -1254,6 +1268,23 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
 
 /* ---- other worker records ---- */
 
+/* After the worker queued output: fails the connection (1006 to the worker,
+ * the socket is dropped) when more than OUT_LIMIT bytes wait for a server
+ * that does not read. Returns 1 then. */
+static int out_overflow(struct brk_conn *c)
+{
+    size_t pending = c->ws ? ws_out_pending(c->ws) : 0;
+    if (pending <= OUT_LIMIT)
+        return 0;
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "the server is not reading: %zu bytes of output are waiting (limit %u); "
+             "connection closed",
+             pending, OUT_LIMIT);
+    finish(c, 1006, PROTO_BY_BROKER, PROTO_EK_INTERNAL, NULL, 0, msg);
+    return 1;
+}
+
 /* The deferred write of a batch of SEND records. Deferred calls run in
  * order, so a conn_release() after the queueing frees only after this ran. */
 static void flush_deferred(void *ctx)
@@ -1335,6 +1366,8 @@ void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint
     if (c->st == C_OPEN && c->ws && !c->worker_closed) {
         if (n)
             ws_send_data(c->ws, p, n);
+        if (out_overflow(c))
+            return;
         /* Small messages are written once per intake round (one send(2) and
          * one TX_CREDIT for a whole batch), large output at once. */
         if (ws_out_pending(c->ws) < SEND_BATCH_BYTES && !c->flush_queued &&
@@ -1360,6 +1393,8 @@ void brk_conn_on_ping(struct brk_conn *c, const uint8_t *p, uint32_t n)
     }
     if (c->st == C_OPEN && c->ws && ws_state(c->ws) == WS_OPEN) {
         ws_ping(c->ws, p, n);
+        if (out_overflow(c))
+            return;
         flush_out(c);
         if (!c->freed)
             update_interest(c);

@@ -525,8 +525,8 @@ static int cmd_admin(int argc, char **argv)
             config = v, i++;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs("usage: broker admin [--socket PATH | --config FILE] COMMAND [ARG]\n"
-                  "commands: status, metrics, reload [revoke], stop TENANT[/SCRIPT],\n"
-                  "          start TENANT[/SCRIPT], drain\n",
+                  "commands: status [--json], metrics, reload [revoke],\n"
+                  "          stop TENANT[/SCRIPT] [now], start TENANT[/SCRIPT], drain\n",
                   stdout);
             return 0;
         } else

@@ -23,6 +23,7 @@
 #include "broker/audit.h"
 #include "broker/policy.h"
 #include "broker/url.h"
+#include "broker/utf8.h"
 
 static const char *const ustate_names[] = {
 #define BRK_U_(n, s) s,
@@ -133,6 +134,36 @@ static void unit_backoff(struct brk_unit *u)
     brk_timer_start(b->loop, &u->timer, brk_now_ns() + (int64_t)d * 1000000, on_backoff_end);
 }
 
+static void on_stop_timeout(struct brk_loop *loop, struct brk_timer *tm)
+{
+    struct brk_unit *u = (struct brk_unit *)((char *)tm - offsetof(struct brk_unit, timer));
+    if (u->w)
+        brk_worker_kill(u->w, BRK_WEND_KILLED,
+                        "%s: did not end within drain_timeout (%u ms) of "
+                        "being stopped",
+                        u->label, u->s->cfg->drain_timeout_ms);
+}
+
+/* Stops the unit's worker: SHUTDOWN (the script's run ends, its connections
+ * close with 1001), then a kill if it has not ended within drain_timeout;
+ * now = 1 kills at once. The unit is not restarted (stop_requested). */
+static void unit_stop(struct brk_unit *u, const char *why, int now)
+{
+    struct brk *b = u->s->b;
+    brk_timer_stop(b->loop, &u->timer);
+    if (!u->w) return;
+    u->stop_requested = 1;
+    if (now) {
+        brk_worker_kill(u->w, BRK_WEND_KILLED, "%s", why);
+        return;
+    }
+    brk_worker_shutdown(u->w, 1001, why);
+    if (u->w)
+        brk_timer_start(b->loop, &u->timer,
+                        brk_now_ns() + (int64_t)u->s->cfg->drain_timeout_ms * 1000000,
+                        on_stop_timeout);
+}
+
 static void unit_start(struct brk_unit *u, int automatic)
 {
     struct brk_serve *s = u->s;
@@ -224,6 +255,7 @@ static void on_worker_end(struct brk *b, struct brk_worker *w)
     struct brk_tenant *t = u->t;
     t->n_workers--;
     u->w = NULL;
+    brk_timer_stop(b->loop, &u->timer); /* a pending stop's kill timer */
     u->ended = 1;
     u->last_end = w->end;
     const char *detail = w->why ? w->why : w->exit_msg ? w->exit_msg : "";
@@ -260,10 +292,14 @@ static void on_worker_end(struct brk *b, struct brk_worker *w)
 /* ---- reload ---- */
 
 /* Re-checks every live connection of the tenant's workers against the new
- * policy; closes the ones it denies with 1008. Returns how many. */
+ * policy and closes the ones it denies with 1008; then, if the tenant holds
+ * more connections than its (new) max_connections, closes the excess with
+ * 1013 (try again later: a quota that throttling cannot meet). Returns how
+ * many were closed. */
 static uint64_t revoke_tenant(struct brk_serve *s, struct brk_tenant *t)
 {
     uint64_t n = 0;
+    uint32_t kept = 0;
     struct brk *b = s->b;
     for (struct brk_worker *w = b->workers; w; w = w->next) {
         if (w->tenant != t || w->state == BRK_W_DEAD) continue;
@@ -275,17 +311,27 @@ static uint64_t revoke_tenant(struct brk_serve *s, struct brk_tenant *t)
             const char *url = brk_conn_url(c);
             struct pol_decision d1, d2;
             const struct pol_decision *d = NULL;
+            int over = 0; /* allowed, but beyond max_connections */
             if (t->cfg) {
                 if (pol_eval(&t->cfg->policy, POL_ACT_CONNECT, "*", &d1) != POL_ALLOW)
                     d = &d1;
                 else if (!url || pol_eval(&t->cfg->policy, POL_ACT_URL, url, &d2) != POL_ALLOW)
                     d = &d2;
-                else
+                else if (kept < t->cfg->quota.max_connections) {
+                    kept++;
                     continue; /* still allowed */
+                } else
+                    over = 1;
             }
             char why[400];
-            snprintf(why, sizeof why, "revoked by a configuration reload: %s",
-                     d ? d->reason : "the tenant was removed");
+            if (over)
+                snprintf(why, sizeof why,
+                         "revoked by a configuration reload: the tenant holds more than its "
+                         "max_connections quota of %u",
+                         t->cfg->quota.max_connections);
+            else
+                snprintf(why, sizeof why, "revoked by a configuration reload: %s",
+                         d ? d->reason : "the tenant was removed");
             if (b->audit) {
                 /* The URL without its query, as everywhere in the log. */
                 char disp[BRK_URL_MAX + 1];
@@ -300,11 +346,18 @@ static uint64_t revoke_tenant(struct brk_serve *s, struct brk_tenant *t)
                                           .action = "revoke",
                                           .url = disp,
                                           .decision = "deny",
-                                          .rule = d && d->rule ? d->rule->label : NULL,
+                                          .rule = over           ? "max_connections"
+                                                  : d && d->rule ? d->rule->label
+                                                                 : NULL,
                                           .reason = why};
                 brk_audit_write(b->audit, &r);
             }
-            brk_conn_revoke(c, 1008, "policy changed: connection revoked");
+            if (over) {
+                t->rejected[BRK_Q_CONNECTIONS]++;
+                brk_conn_revoke(c, 1013, "try again later: over the max_connections quota");
+            } else {
+                brk_conn_revoke(c, 1008, "policy changed: connection revoked");
+            }
             n++;
         }
     }
@@ -354,8 +407,7 @@ static void apply_config(struct brk_serve *s, struct brk_cfgfile *nc, int revoke
         if ((!u->cfg || !u->t->cfg) && u->state != BRK_U_REMOVED) {
             brk_timer_stop(b->loop, &u->timer);
             if (u->w) {
-                u->stop_requested = 1;
-                brk_worker_kill(u->w, BRK_WEND_KILLED, "removed from the configuration");
+                unit_stop(u, "removed from the configuration", 0);
             } else {
                 u->state = BRK_U_REMOVED;
             }
@@ -383,9 +435,25 @@ static void apply_config(struct brk_serve *s, struct brk_cfgfile *nc, int revoke
                         stopped);
         if (revoke) brk_sbuf_printf(out, "; %" PRIu64 " connections revoked", revoked);
         brk_sbuf_printf(out, "\n");
-        if (old && (!old->admin_socket != !nc->admin_socket ||
-                    (old->admin_socket && strcmp(old->admin_socket, nc->admin_socket))))
-            brk_sbuf_printf(out, "note: admin_socket changes take effect after a restart\n");
+        if (old) {
+            struct {
+                const char *key, *was, *now;
+            } rs[] = {{"admin_socket", old->admin_socket, nc->admin_socket},
+                      {"worker", old->worker_path, nc->worker_path},
+                      {"ca_file", old->ca_file, nc->ca_file}};
+            for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++)
+                if (!rs[i].was != !rs[i].now || (rs[i].was && strcmp(rs[i].was, rs[i].now)))
+                    brk_sbuf_printf(out,
+                                    "note: %s changed (%s -> %s); not applied: it takes effect "
+                                    "after a restart of the broker\n",
+                                    rs[i].key, rs[i].was ? rs[i].was : "unset",
+                                    rs[i].now ? rs[i].now : "unset");
+            if (old->ring_bytes != nc->ring_bytes)
+                brk_sbuf_printf(out,
+                                "note: ring_bytes changed (%" PRIu64 " -> %" PRIu64
+                                "); not applied: it takes effect after a restart of the broker\n",
+                                old->ring_bytes, nc->ring_bytes);
+        }
     }
     brk_cfg_free(old);
 }
@@ -412,7 +480,8 @@ int brk_serve_reload(struct brk_serve *s, int revoke, struct brk_sbuf *out)
 
 /* ---- operator commands ---- */
 
-int brk_serve_startstop(struct brk_serve *s, const char *target, int start, struct brk_sbuf *out)
+int brk_serve_startstop(struct brk_serve *s, const char *target, int start, int now,
+                        struct brk_sbuf *out)
 {
     char tn[BRK_CFG_NAME_MAX * 2 + 2];
     snprintf(tn, sizeof tn, "%s", target);
@@ -449,12 +518,18 @@ int brk_serve_startstop(struct brk_serve *s, const char *target, int start, stru
             else
                 brk_sbuf_printf(out, "%s: %s\n", u->label, ustate_names[u->state]);
         } else {
-            brk_timer_stop(s->b->loop, &u->timer);
-            if (u->w) {
-                u->stop_requested = 1;
-                brk_worker_kill(u->w, BRK_WEND_KILLED, "stopped by the operator");
-                brk_sbuf_printf(out, "%s: stopping w%u\n", u->label, u->w->id);
+            if (u->w && u->stop_requested && !now) {
+                brk_sbuf_printf(out, "%s: already stopping w%u\n", u->label, u->w->id);
+            } else if (u->w) {
+                uint32_t id = u->w->id;
+                unit_stop(u, "stopped by the operator", now);
+                brk_sbuf_printf(out,
+                                now ? "%s: w%u killed\n"
+                                    : "%s: stopping w%u (SHUTDOWN, close code 1001; killed "
+                                      "after drain_timeout)\n",
+                                u->label, id);
             } else {
+                brk_timer_stop(s->b->loop, &u->timer);
                 if (u->state == BRK_U_BACKOFF || u->state == BRK_U_WAITING)
                     u->state = BRK_U_STOPPED;
                 brk_sbuf_printf(out, "%s: %s (not running)\n", u->label, ustate_names[u->state]);
@@ -550,6 +625,93 @@ void brk_serve_status(struct brk_serve *s, struct brk_sbuf *out)
     }
 }
 
+/* A JSON string (or null); bytes of invalid UTF-8 become '?'. */
+static void json_str(struct brk_sbuf *out, const char *v)
+{
+    if (!v) {
+        brk_sbuf_printf(out, "null");
+        return;
+    }
+    int utf8 = ws_utf8_valid((const uint8_t *)v, strlen(v));
+    brk_sbuf_printf(out, "\"");
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            brk_sbuf_printf(out, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            brk_sbuf_printf(out, "\\u%04x", *p);
+        else
+            brk_sbuf_printf(out, "%c", *p >= 0x80 && !utf8 ? '?' : *p);
+    }
+    brk_sbuf_printf(out, "\"");
+}
+
+void brk_serve_status_json(struct brk_serve *s, struct brk_sbuf *out)
+{
+    struct brk *b = s->b;
+    int64_t now = brk_now_ns();
+    brk_sbuf_printf(out, "{\"pid\":%d,\"uptime_s\":%.3f,\"config\":", (int)getpid(),
+                    secs(now - s->started_ns));
+    json_str(out, s->config_path);
+    brk_sbuf_printf(out,
+                    ",\"revision\":%" PRIu64 ",\"digest\":\"%016" PRIx64
+                    "\",\"reloads_ok\":%" PRIu64 ",\"reloads_failed\":%" PRIu64
+                    ",\"draining\":%s,\"workers\":%d,"
+                    "\"audit\":{\"path\":",
+                    b->cfg_rev, s->cfg->digest, s->reloads_ok, s->reloads_failed,
+                    s->draining ? "true" : "false", b->n_workers);
+    json_str(out, b->audit ? b->audit->path : NULL);
+    brk_sbuf_printf(out, ",\"lines\":%" PRIu64 ",\"lost\":%" PRIu64 "},\"tenants\":[",
+                    b->audit ? b->audit->lines : 0, b->audit ? b->audit->errors : 0);
+    int first_t = 1;
+    for (struct brk_tenant *t = s->tenants; t; t = t->next) {
+        if (!t->cfg && !t->n_workers) continue;
+        brk_sbuf_printf(out, "%s{\"name\":", first_t ? "" : ",");
+        first_t = 0;
+        json_str(out, t->name);
+        brk_sbuf_printf(
+            out,
+            ",\"removed\":%s,\"workers\":%u,\"max_workers\":%u,\"connections\":%u,"
+            "\"max_connections\":%u,\"connects\":%" PRIu64 ",\"bytes_in\":%" PRIu64
+            ",\"bytes_out\":%" PRIu64 ",\"messages_in\":%" PRIu64 ",\"messages_out\":%" PRIu64
+            ",\"policy_denied\":%" PRIu64 ",\"address_denied\":%" PRIu64 ",\"throttled\":%" PRIu64
+            ",\"log_suppressed\":%" PRIu64 ",\"revoked\":%" PRIu64 ",\"restarts\":%" PRIu64
+            ",\"quota_rejected\":{",
+            t->cfg ? "false" : "true", t->n_workers, t->cfg ? t->cfg->quota.max_workers : 0,
+            t->n_conns, t->cfg ? t->cfg->quota.max_connections : 0, t->connects, t->bytes_in,
+            t->bytes_out, t->msgs_in, t->msgs_out, t->policy_denied, t->address_denied,
+            t->throttled, t->log_suppressed, t->revoked, t->restarts);
+        for (int q = 0; q < BRK_Q_COUNT; q++)
+            brk_sbuf_printf(out, "%s\"%s\":%" PRIu64, q ? "," : "",
+                            brk_quota_name((enum brk_quota_id)q), t->rejected[q]);
+        brk_sbuf_printf(out, "},\"scripts\":[");
+        int first_u = 1;
+        for (struct brk_unit *u = s->units; u; u = u->next) {
+            if (u->t != t || u->state == BRK_U_REMOVED) continue;
+            brk_sbuf_printf(out, "%s{\"name\":", first_u ? "" : ",");
+            first_u = 0;
+            json_str(out, u->name);
+            brk_sbuf_printf(out, ",\"state\":\"%s\"", ustate_names[u->state]);
+            if (u->w)
+                brk_sbuf_printf(out,
+                                ",\"worker\":%u,\"pid\":%d,\"uptime_s\":%.3f,\"connections\":%u",
+                                u->w->id, (int)u->w->pid, secs(now - u->started_ns), u->w->n_conns);
+            else
+                brk_sbuf_printf(out, ",\"worker\":null,\"pid\":null,\"uptime_s\":null,"
+                                     "\"connections\":0");
+            if (u->state == BRK_U_BACKOFF)
+                brk_sbuf_printf(out, ",\"restart_in_s\":%.3f", secs(u->timer.when - now));
+            else
+                brk_sbuf_printf(out, ",\"restart_in_s\":null");
+            brk_sbuf_printf(out, ",\"starts\":%" PRIu64 ",\"restarts\":%" PRIu64 ",\"last_end\":",
+                            u->starts, u->restarts);
+            json_str(out, u->ended ? u->last_why : NULL);
+            brk_sbuf_printf(out, "}");
+        }
+        brk_sbuf_printf(out, "]}");
+    }
+    brk_sbuf_printf(out, "]}\n");
+}
+
 /* Prometheus text exposition format, version 0.0.4. */
 void brk_serve_metrics(struct brk_serve *s, struct brk_sbuf *out)
 {
@@ -627,6 +789,10 @@ static int admin_cmd(void *ctx, char *line, struct brk_sbuf *out)
         brk_serve_status(s, out);
         return 0;
     }
+    if (!strcmp(cmd, "status") && !strcmp(arg, "--json") && !extra) {
+        brk_serve_status_json(s, out);
+        return 0;
+    }
     if (!strcmp(cmd, "metrics") && !arg) {
         brk_serve_metrics(s, out);
         return 0;
@@ -634,13 +800,16 @@ static int admin_cmd(void *ctx, char *line, struct brk_sbuf *out)
     if (!strcmp(cmd, "reload") && !extra && (!arg || !strcmp(arg, "revoke")))
         return brk_serve_reload(s, arg != NULL, out);
     if ((!strcmp(cmd, "stop") || !strcmp(cmd, "start")) && arg && !extra)
-        return brk_serve_startstop(s, arg, !strcmp(cmd, "start"), out);
+        return brk_serve_startstop(s, arg, !strcmp(cmd, "start"), 0, out);
+    if (!strcmp(cmd, "stop") && arg && extra && !strcmp(extra, "now") &&
+        !strtok_r(NULL, " \t", &save))
+        return brk_serve_startstop(s, arg, 0, 1, out);
     if (!strcmp(cmd, "drain") && !arg) {
         brk_serve_drain(s, out);
         return 0;
     }
-    brk_sbuf_printf(out, "unknown command (known: status, metrics, reload [revoke], "
-                         "stop TENANT[/SCRIPT], start TENANT[/SCRIPT], drain)\n");
+    brk_sbuf_printf(out, "unknown command (known: status [--json], metrics, reload [revoke], "
+                         "stop TENANT[/SCRIPT] [now], start TENANT[/SCRIPT], drain)\n");
     return -1;
 }
 

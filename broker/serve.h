@@ -1,7 +1,7 @@
 /* `broker serve --config FILE`: runs every tenant's scripts, restarts them
  * on failure (exponential back-off, start limit, quarantine after a sandbox
- * violation), answers the admin socket (status, metrics, reload, stop, start,
- * drain) and writes the audit log.
+ * violation), answers the admin socket (status [--json], metrics, reload
+ * [revoke], stop [now], start, drain) and writes the audit log.
  *
  * Layer: broker/. Uses config.h, quota.h, audit.h, admin.h and the worker
  * and connection API of broker.h. Never runs Lua. */
@@ -80,7 +80,12 @@ int brk_serve_run(struct brk *b, const char *config_path, struct brk_cfgfile *cf
 int brk_serve_reload(struct brk_serve *s, int revoke, struct brk_sbuf *out);
 void brk_serve_status(struct brk_serve *s, struct brk_sbuf *out);
 void brk_serve_metrics(struct brk_serve *s, struct brk_sbuf *out);
-int brk_serve_startstop(struct brk_serve *s, const char *target, int start, struct brk_sbuf *out);
+/* start or stop TENANT[/SCRIPT]; a stop is graceful (SHUTDOWN, close code
+ * 1001, a kill after drain_timeout) unless now is 1 (kill at once). */
+int brk_serve_startstop(struct brk_serve *s, const char *target, int start, int now,
+                        struct brk_sbuf *out);
+/* status as one JSON object (`status --json`). */
+void brk_serve_status_json(struct brk_serve *s, struct brk_sbuf *out);
 void brk_serve_drain(struct brk_serve *s, struct brk_sbuf *out);
 
 #endif

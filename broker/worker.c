@@ -81,7 +81,12 @@ static uint32_t map_hash(uint32_t k)
 
 static int map_grow(struct brk_connmap *m)
 {
-    uint32_t cap = m->cap ? m->cap * 2 : 16;
+    /* Sized by the live entries only (at most half full after the rehash,
+     * which also drops the deleted markers): ids never repeat, so a worker
+     * that keeps opening and closing connections fills the table with
+     * markers, and doubling the old size each time would grow it (and
+     * finally overflow cap) with the number of connections ever opened. */
+    uint32_t cap = 16;
     while (cap / 2 < m->n + 1)
         cap *= 2;
     uint32_t *keys = calloc(cap, sizeof *keys);
@@ -337,16 +342,20 @@ void brk_worker_kill(struct brk_worker *w, enum brk_wend why, const char *fmt, .
     close_all_conns(w, 1001, "worker ended");
 }
 
+void brk_worker_shutdown(struct brk_worker *w, int code, const char *why)
+{
+    if (w->state == BRK_W_DEAD || w->killed)
+        return;
+    uint16_t c = (uint16_t)code;
+    brk_emit(w, NULL, PROTO_SHUTDOWN, 0, &c, sizeof c, NULL, 0);
+    brk_worker_publish(w);
+    close_all_conns(w, code, why);
+}
+
 void brk_workers_shutdown(struct brk *b, int code)
 {
-    for (struct brk_worker *w = b->workers; w; w = w->next) {
-        if (w->state == BRK_W_DEAD)
-            continue;
-        uint16_t c = (uint16_t)code;
-        brk_emit(w, NULL, PROTO_SHUTDOWN, 0, &c, sizeof c, NULL, 0);
-        brk_worker_publish(w);
-        close_all_conns(w, code, "broker shutting down");
-    }
+    for (struct brk_worker *w = b->workers; w; w = w->next)
+        brk_worker_shutdown(w, code, "broker shutting down");
 }
 
 static void free_worker(void *ctx)

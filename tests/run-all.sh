@@ -57,6 +57,8 @@ suite unit "$BUILD/unit_tests"
 [ -x tests/conformance/run.sh ] && suite conformance tests/conformance/run.sh
 [ -x tests/sandbox/run.sh ] && suite sandbox tests/sandbox/run.sh
 [ -x tests/hostile/run.sh ] && suite hostile tests/hostile/run.sh
+[ -x tests/faults/run.sh ] && suite faults tests/faults/run.sh
+[ -x tests/soak/run.sh ] && suite soak tests/soak/run.sh
 [ -x tests/fuzz/run.sh ] && suite fuzz env FUZZ_SECONDS=${FUZZ_SECONDS:-10} tests/fuzz/run.sh
 
 echo

@@ -11,8 +11,9 @@ same run. Never part of `make test`: it prints tables, it does not judge
 
 Environment: BUILD (default build), BENCH_RUNS (3), BENCH_SECS (0.4),
 BENCH_SIZES (16,1024,65536,1048576), BENCH_MODES (recv,echo,pipe,send,recvz),
-BENCH_CLIENTS (ref,ours,lws,node,py,luahttp), BENCH_OUT (a file to write the
-tables to as Markdown as well)."""
+BENCH_CLIENTS (ref,ours,lws,node,py,luahttp), BENCH_COMPONENTS (1; 0 skips the
+component benchmarks), BENCH_OUT (a file to write the tables to as Markdown as
+well). The libwebsockets tuning table runs only when lws is among the clients."""
 import os
 import re
 import shutil
@@ -304,7 +305,7 @@ def cell(mode, r, ref, is_ref):
 
 
 def lws_tuning(port):
-    if not AVAILABLE["lws"]:
+    if not AVAILABLE["lws"] or "lws" not in CLIENTS:
         return
     out("### libwebsockets client: default buffers vs rx_buffer_size/pt_serv_buf_size 64 KiB")
     out()
@@ -406,7 +407,8 @@ def main():
     finally:
         srv.terminate()
         srv.wait()
-    components()
+    if os.environ.get("BENCH_COMPONENTS", "1") != "0":
+        components()
     out("bench finished in %.0f s" % (time.monotonic() - t0))
     if OUT:
         with open(OUT, "w") as f:

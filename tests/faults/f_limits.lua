@@ -2,7 +2,7 @@
 -- flood of empty continuation frames. Each must end in a bounded time with
 -- the right close code, deliver what came before, and keep memory bounded
 -- (run.sh checks the broker's peak RSS against the cap below).
--- max_broker_rss_mib: 96
+-- max_broker_rss_mib: 48
 
 local function drain(ch)
     local got = {}

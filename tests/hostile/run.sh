@@ -11,8 +11,8 @@
 #     server (tests/hostile/ws_recorder.py) saw a close frame with code 1001
 #     (or the worker's own 1000 where it had sent CLOSE first);
 #   - load modes (LOG flood, a worker that stops reading, a CONNECT flood, a
-#     thread flipping ring bytes) leave the broker responsive with bounded
-#     memory.
+#     thread flipping ring bytes, PING or empty-message floods to a server
+#     that never reads) leave the broker responsive with bounded memory.
 # When `broker serve` is available, one more test runs a bad worker next to a
 # well-behaved one in the same broker process.
 # Prints `N passed, N failed`; exit status 1 on failure.
@@ -273,6 +273,97 @@ if common_ok connect_flood; then
         fail connect_flood "broker memory grew by ${grow:-?} kB"
     else
         echo "ok   connect_flood (${took}s): $(grep '^connect_flood' "$tmp/connect_flood.report")"
+        passed=$((passed + 1))
+    fi
+fi
+
+# Output the send window does not count (PING records, empty SEND messages)
+# to a server that never reads: the broker fails that connection (1006 to
+# the worker) once its output passes its limit, instead of buffering it all.
+for m in ping_flood empty_flood; do
+    run_mode $m
+    common_ok $m || continue
+    grow=$(field $m rss_growth_kb)
+    closed=$(field $m closed)
+    if [ "$rc" -ne 0 ]; then
+        fail $m "broker exit status $rc, expected 0"
+    elif [ "$closed" != 1006 ]; then
+        fail $m "the connection was not failed (closed=${closed:-?}): output without bound"
+    elif [ -z "$grow" ] || [ "$grow" -gt "$RSS_LIMIT_KB" ]; then
+        fail $m "broker memory grew by ${grow:-?} kB"
+    else
+        echo "ok   $m (${took}s): $(grep '^out_flood' "$tmp/$m.report")"
+        passed=$((passed + 1))
+    fi
+done
+
+# A server that floods unsolicited 8-byte pongs while the worker does not
+# read its ring: the broker stops reading that socket (as for messages)
+# instead of queueing every pong for the worker.
+cat > "$tmp/pong_server.py" <<'PYEOF'
+import base64, hashlib, socket, threading, time
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+def serve(c):
+    try:
+        req = b""
+        while b"\r\n\r\n" not in req:
+            d = c.recv(4096)
+            if not d:
+                return
+            req += d
+        key = [l.split(b":", 1)[1].strip() for l in req.split(b"\r\n")
+               if l.lower().startswith(b"sec-websocket-key:")][0]
+        acc = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+        burst = b"\x8a\x08pongpong" * 4096
+        end = time.time() + 8
+        while time.time() < end:
+            c.sendall(burst)
+    except OSError:
+        pass
+    finally:
+        c.close()
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print("LISTENING", s.getsockname()[1], flush=True)
+s.settimeout(30)
+try:
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+except OSError:
+    pass
+PYEOF
+$PY "$tmp/pong_server.py" > "$tmp/pong_server.out" 2>&1 &
+ppid=$!
+pport=""
+i=0
+while [ $i -lt 50 ] && [ -z "$pport" ]; do
+    pport=$(sed -n 's/^LISTENING \([0-9]*\).*/\1/p' "$tmp/pong_server.out" | head -n 1)
+    [ -n "$pport" ] || sleep 0.1
+    i=$((i + 1))
+done
+m=pong_never_read
+echo "$m ws://127.0.0.1:$pport $tmp/$m.report" > "$tmp/$m.lua"
+: > "$tmp/$m.report"
+t0=$(date +%s)
+timeout -k 5 40 "$BROKER" run --worker "$BAD" --allow "ws://127.0.0.1:$pport/*" \
+    --allow-addresses loopback "$tmp/$m.lua" > "$tmp/$m.out" 2> "$tmp/$m.err"
+rc=$?
+took=$(($(date +%s) - t0))
+kill "$ppid" 2>/dev/null
+if common_ok $m; then
+    grow=$(field $m rss_growth_kb)
+    if ! grep -q '^connected 1$' "$tmp/$m.report"; then
+        fail $m "the connection to the pong server did not open"
+    elif [ -z "$grow" ] || [ "$grow" -gt "$RSS_LIMIT_KB" ]; then
+        fail $m "broker memory grew by ${grow:-?} kB while the worker did not read"
+    elif [ "$rc" -ne 5 ]; then
+        fail $m "broker exit status $rc, expected 5 (worker exited without EXIT)"
+    else
+        echo "ok   $m (${took}s): rss growth ${grow} kB"
         passed=$((passed + 1))
     fi
 fi

@@ -1,11 +1,16 @@
 #!/bin/sh
 # Operator tests: `broker policy check/explain`, and `broker serve` with
 # several tenants at once against the C demo server on loopback: address
-# policy after DNS ("localhost"), quotas hit one by one while another tenant
-# keeps working, log rate, receive throttling, restart with back-off and start
-# limit, quarantine after a protocol violation, admin status/metrics/stop/
-# start, reload with a broken config (old stays), reload without and with
-# revoke, the audit log field by field, and drain. Prints `N passed, N failed`.
+# policy after DNS ("localhost", and names from the test's own /etc/hosts in
+# a private mount namespace), every quota hit one by one while other tenants
+# keep working (connections, connects, option caps, memory/cpu/wall, byte and
+# message rates both ways, the 1013 close of a message flood, log rate,
+# max_workers), restart with back-off and start limit, quarantine after a
+# protocol violation, admin status (text and --json), metrics, start, stop
+# (graceful, now, kill after drain_timeout), reload with a broken config (old
+# stays), reload without and with revoke (1008 for policy, 1013 over
+# max_connections, notes for settings that need a restart), the audit log
+# field by field, and drain. Prints `N passed, N failed`.
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -46,13 +51,16 @@ PORT=$(sed -n 's/^LISTENING \([0-9]*\).*/\1/p' "$tmp/ds.out" | head -n 1)
 for f in tests/operators/*.lua; do sed "s/@PORT@/$PORT/g" "$f" > "$tmp/$(basename "$f")"; done
 
 # ---- the configuration ----
-write_config() { # $1: extra rule line for roomy (reload tests)
+# $1: extra rule line for roomy, $2: extra [broker] line, $3: capped's
+# max_connections (reload tests). Line numbers matter (the audit checks name
+# rules by file:line): new sections go at the end.
+write_config() {
 cat > "$tmp/ops.conf" <<EOF
 [broker]
 admin_socket = admin.sock
 audit_log = audit.jsonl
 drain_timeout = 3s
-
+${2:-}
 [tenant strict]
 rule = allow websocket.connect *
 rule = allow websocket.connect.url ws://localhost:$PORT/*
@@ -154,6 +162,50 @@ restart = never
 [script few/nap2]
 path = nap.lua
 restart = never
+
+[tenant sip]
+rule = allow websocket.connect *
+rule = allow websocket.connect.url ws://127.0.0.1:$PORT/*
+bytes_in_per_sec = 256K
+[tenant paced]
+rule = allow websocket.connect *
+rule = allow websocket.connect.url ws://127.0.0.1:$PORT/*
+messages_out_per_sec = 20
+[tenant flood]
+rule = allow websocket.connect *
+rule = allow websocket.connect.url ws://127.0.0.1:$PORT/*
+messages_out_per_sec = 20
+[tenant free]
+rule = allow websocket.connect *
+rule = allow websocket.connect.url ws://127.0.0.1:$PORT/*
+[tenant capped]
+rule = allow websocket.connect *
+rule = allow websocket.connect.url ws://127.0.0.1:$PORT/*
+max_connections = ${3:-8}
+[script sip/bigblast]
+path = bigblast.lua
+restart = never
+[script free/bigblast]
+path = bigblast.lua
+restart = never
+[script paced/chatter]
+path = chatter.lua
+restart = never
+[script free/chatter]
+path = chatter.lua
+restart = never
+[script flood/flood]
+path = flood.lua
+restart = never
+[script capped/h1]
+path = holder.lua
+restart = never
+[script capped/h2]
+path = holder.lua
+restart = never
+[script free/spin]
+path = spin.lua
+autostart = no
 EOF
 }
 write_config ""
@@ -197,7 +249,7 @@ state_is() { status; grep -q "script $1 $2" "$tmp/status"; }   # state_is tenant
 # Phase 1: everything runs at once; wait for the short scripts to end.
 for s in strict/addr loopy/addr tight/quota roomy/quota tight/mem tight/cpu tight/wall \
          roomy/steady roomy/blast slow/blast slow/log few/nap1 few/nap2 trickle/upload \
-         roomy/upload; do
+         roomy/upload sip/bigblast free/bigblast paced/chatter free/chatter flood/flood; do
     wait_for 20 state_is "$s" exited || echo "note: $s did not exit: $(grep "script $s " "$tmp/status")"
 done
 O=$tmp/serve.out
@@ -240,13 +292,30 @@ if [ -n "$ms_slow" ] && [ -n "$ms_roomy" ] && [ "$ms_slow" -ge 1500 ] && [ "$ms_
    line slow/blast "blast:" | grep -q "blast: 61 msgs"; then
     ok "quota messages_in_per_sec throttles (slow ${ms_slow} ms, roomy ${ms_roomy} ms), nothing lost"
 else bad "quota messages_in_per_sec throttles" "slow=$ms_slow roomy=$ms_roomy $(line slow/blast blast:)"; fi
-# Send rate: 3 MiB at 512 KiB/s after a 1 MiB window and a 512 KiB burst: >= ~3 s.
+# Send rate: 2 MiB at 512 KiB/s after a 512 KiB burst: >= ~3 s (held in the broker).
 ms_slow=$(line trickle/upload "upload:" | sed -n 's/.*in \([0-9]*\) ms.*/\1/p')
 ms_roomy=$(line roomy/upload "upload:" | sed -n 's/.*in \([0-9]*\) ms.*/\1/p')
-if [ -n "$ms_slow" ] && [ -n "$ms_roomy" ] && [ "$ms_slow" -ge 2500 ] && [ "$ms_roomy" -lt 2500 ] &&
-   line trickle/upload "upload:" | grep -q "upload: count=48 bytes=3145728 "; then
+if [ -n "$ms_slow" ] && [ -n "$ms_roomy" ] && [ "$ms_slow" -ge 2000 ] && [ "$ms_roomy" -lt 2000 ] &&
+   line trickle/upload "upload:" | grep -q "upload: count=32 bytes=2097152 "; then
     ok "quota bytes_out_per_sec throttles (trickle ${ms_slow} ms, roomy ${ms_roomy} ms), nothing lost"
 else bad "quota bytes_out_per_sec throttles" "slow=$ms_slow roomy=$ms_roomy $(line trickle/upload upload:)"; fi
+# Receive byte rate: 768 KiB at 256 KiB/s after a 256 KiB burst: >= ~2 s.
+ms_slow=$(line sip/bigblast "bigblast:" | sed -n 's/.*in \([0-9]*\) ms.*/\1/p')
+ms_free=$(line free/bigblast "bigblast:" | sed -n 's/.*in \([0-9]*\) ms.*/\1/p')
+if [ -n "$ms_slow" ] && [ -n "$ms_free" ] && [ "$ms_slow" -ge 1200 ] && [ "$ms_free" -lt 1200 ] &&
+   line sip/bigblast "bigblast:" | grep -q "bigblast: 13 msgs 786432 bytes"; then
+    ok "quota bytes_in_per_sec throttles (sip ${ms_slow} ms, free ${ms_free} ms), nothing lost"
+else bad "quota bytes_in_per_sec throttles" "sip=$ms_slow free=$ms_free $(line sip/bigblast bigblast:)"; fi
+# Send message rate with tiny messages (the 1 MiB window never fills): 61
+# messages at 20/s after a burst of 20 arrive only after >= ~2 s.
+ms_slow=$(line paced/chatter "chatter:" | sed -n 's/.*in \([0-9]*\) ms.*/\1/p')
+ms_free=$(line free/chatter "chatter:" | sed -n 's/.*in \([0-9]*\) ms.*/\1/p')
+if [ -n "$ms_slow" ] && [ -n "$ms_free" ] && [ "$ms_slow" -ge 1500 ] && [ "$ms_free" -lt 1500 ] &&
+   line paced/chatter "chatter:" | grep -q "chatter: count=60 bytes=60 "; then
+    ok "quota messages_out_per_sec throttles tiny messages (paced ${ms_slow} ms, free ${ms_free} ms), nothing lost"
+else bad "quota messages_out_per_sec throttles tiny messages" "paced=$ms_slow free=$ms_free $(line paced/chatter chatter:)"; fi
+# Beyond what throttling may hold (5 s of the rate): the connection ends with 1013.
+expect "quota messages_out_per_sec: a flood is closed with 1013" flood/flood "flood:" "flood: closed code 1013 by broker reason try again later: messages_out_per_sec*"
 # Log rate.
 n_log=$(grep -c '^\[slow/log w[0-9]*\] line ' "$O")
 if [ "$n_log" -lt 100 ] && grep -q '^\[slow/log w[0-9]*\] (.*output lines suppressed: log_lines_per_sec quota)' "$O" &&
@@ -255,6 +324,7 @@ if [ "$n_log" -lt 100 ] && grep -q '^\[slow/log w[0-9]*\] (.*output lines suppre
 else bad "quota log_lines_per_sec" "printed $n_log"; fi
 # max_workers: nap1 and nap2 never overlap; one waited.
 check "quota max_workers: the second script waited for a slot" grep -q "few/nap.: waiting: tenant few runs 1 workers (max_workers)" "$E"
+check "quota max_workers: both scripts ran in the end" sh -c "[ \$(grep -c '^\[few/nap[12] w[0-9]*\] nap: done' '$O') = 2 ]"
 # Restart with back-off and the start limit.
 wait_for 10 state_is crashy/crash failed
 check "restart on failure, then the start limit stops it" grep -q "script crashy/crash failed starts 3 restarts 2 last_end \"start limit" "$tmp/status"
@@ -266,6 +336,11 @@ check "admin status: configuration revision 1" grep -q "revision 1 " "$tmp/statu
 admin metrics > "$tmp/metrics" 2>&1
 if [ -s "$tmp/metrics" ] && ! grep -v '^#' "$tmp/metrics" | grep -qvE '^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9]+$' &&
    grep -q '^wshost_quota_rejected_total{tenant="tight",quota="max_connections"} [1-9]' "$tmp/metrics" &&
+   grep -q '^wshost_quota_rejected_total{tenant="few",quota="max_workers"} 1$' "$tmp/metrics" &&
+   grep -q '^wshost_quota_rejected_total{tenant="flood",quota="messages_out_per_sec"} 1$' "$tmp/metrics" &&
+   grep -q '^wshost_quota_rejected_total{tenant="free",quota="max_workers"} 0$' "$tmp/metrics" &&
+   grep -q '^wshost_throttled_total{tenant="sip"} [1-9]' "$tmp/metrics" &&
+   grep -q '^wshost_throttled_total{tenant="free"} 0$' "$tmp/metrics" &&
    grep -q '^# TYPE wshost_connections gauge' "$tmp/metrics"; then
     ok "admin metrics: Prometheus text format with per-tenant quota counters"
 else bad "admin metrics" "$(grep -v '^#' "$tmp/metrics" | grep -vE '^[a-z_]+(\{.*\})? [0-9]+$' | head -3)"; fi
@@ -274,6 +349,52 @@ wait_for 5 grep -q '^\[roomy/sleeper w[0-9]*\] sleeper: up' "$O"
 check "admin start runs a script" state_is roomy/sleeper running
 out=$(admin stop roomy/sleeper 2>&1)
 check "admin stop stops it (and it is not restarted)" wait_for 5 state_is roomy/sleeper stopped
+# (The worker's run ends on SHUTDOWN by itself; its last end is not a kill.)
+l=$(grep "script roomy/sleeper " "$tmp/status")
+case $l in *"stopped starts 1 restarts 0 last_end"*"killed"*) bad "admin stop is graceful: SHUTDOWN, the run ends by itself" "$l" ;;
+    *"stopped starts 1 restarts 0 last_end"*) ok "admin stop is graceful: SHUTDOWN, the run ends by itself" ;;
+    *) bad "admin stop is graceful: SHUTDOWN, the run ends by itself" "$l" ;; esac
+out=$(admin start roomy/sleeper 2>&1)
+wait_for 5 state_is roomy/sleeper running
+out=$(admin stop roomy/sleeper now 2>&1)
+wait_for 5 state_is roomy/sleeper stopped
+check "admin stop now kills at once" grep -q "script roomy/sleeper stopped starts 2 restarts 0 last_end \"killed by the broker: stopped by the operator" "$tmp/status"
+# A script that never yields cannot see SHUTDOWN: killed after drain_timeout (3 s).
+out=$(admin start free/spin 2>&1)
+wait_for 5 grep -q '^\[free/spin w[0-9]*\] spin: up' "$O"
+out=$(admin stop free/spin 2>&1)
+sleep 1
+check "admin stop: a busy script is still stopping within drain_timeout" state_is free/spin running
+out2=$(admin stop free/spin 2>&1)
+case $out2 in *"already stopping"*) ok "admin stop twice: already stopping" ;; *) bad "admin stop twice: already stopping" "$out2" ;; esac
+if wait_for 10 state_is free/spin stopped &&
+   grep -q 'script free/spin stopped .*last_end "killed by the broker: free/spin: did not end within drain_timeout' "$tmp/status"; then
+    ok "admin stop: killed after drain_timeout when the run does not end"
+else bad "admin stop: killed after drain_timeout" "$out $(grep 'free/spin' "$tmp/status")"; fi
+# status --json: one JSON object, the same facts.
+admin status --json > "$tmp/status.json" 2>&1
+if $PY - "$tmp/status.json" > "$tmp/json.check" 2>&1 <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["revision"] == 1 and d["draining"] is False and d["reloads_failed"] == 0, d
+assert d["audit"]["path"].endswith("audit.jsonl") and d["audit"]["lost"] == 0, d["audit"]
+t = {x["name"]: x for x in d["tenants"]}
+assert t["few"]["quota_rejected"]["max_workers"] == 1 and t["few"]["max_workers"] == 1, t["few"]
+assert t["tight"]["quota_rejected"]["max_connections"] >= 1, t["tight"]
+assert t["flood"]["quota_rejected"]["messages_out_per_sec"] == 1, t["flood"]
+assert t["sip"]["throttled"] >= 1 and t["sip"]["bytes_in"] >= 786432, t["sip"]
+assert t["paced"]["messages_out"] == 61, t["paced"]
+assert t["strict"]["address_denied"] >= 1 and t["strict"]["policy_denied"] == 0, t["strict"]
+s = {x["name"]: x for x in t["roomy"]["scripts"]}
+assert s["holder"]["state"] == "running" and s["holder"]["connections"] == 1, s["holder"]
+assert isinstance(s["holder"]["pid"], int) and s["holder"]["last_end"] is None, s["holder"]
+assert s["sleeper"]["state"] == "stopped" and s["sleeper"]["worker"] is None, s["sleeper"]
+assert s["sleeper"]["last_end"].startswith("killed by the broker"), s["sleeper"]
+c = {x["name"]: x for x in t["crashy"]["scripts"]}["crash"]
+assert c["state"] == "failed" and c["starts"] == 3 and c["restarts"] == 2, c
+print("%d tenants" % len(t))
+EOF
+then ok "admin status --json: $(cat "$tmp/json.check")"; else bad "admin status --json" "$(cat "$tmp/json.check")"; fi
 out=$(admin frobnicate 2>&1); rc=$?
 check "admin: unknown command is an error" test $rc = 1
 out=$(admin stop nobody 2>&1); rc=$?
@@ -289,19 +410,34 @@ else bad "reload with a broken config is refused" "rc=$rc $out"; fi
 status
 check "the old configuration stays in force (revision 1)" grep -q "revision 1 .*reloads 0 ok 1 failed" "$tmp/status"
 check "scripts keep running after a refused reload" grep -q "script roomy/holder running" "$tmp/status"
-write_config "rule = deny websocket.connect.url ws://127.0.0.1:$PORT/echo?holder*"
+check "capped holders are open" sh -c "[ \$(grep -c '^\[capped/h[12] w[0-9]*\] holder: open' '$O') = 2 ]"
+# New policy and a smaller capped max_connections, plus a setting that needs a restart.
+write_config "rule = deny websocket.connect.url ws://127.0.0.1:$PORT/echo?holder*" "ring_bytes = 8M" 1
 out=$(admin reload 2>&1); rc=$?
 sleep 0.5
 status
-if [ $rc = 0 ] && grep -q "revision 2 " "$tmp/status" && grep -q "script roomy/holder running" "$tmp/status"; then
-    ok "reload without revoke: new revision, existing connection stays"
+if [ $rc = 0 ] && grep -q "revision 2 " "$tmp/status" && grep -q "script roomy/holder running" "$tmp/status" &&
+   grep -q "script capped/h1 running" "$tmp/status" && grep -q "script capped/h2 running" "$tmp/status"; then
+    ok "reload without revoke: new revision, existing connections stay"
 else bad "reload without revoke" "rc=$rc $out"; fi
+if echo "$out" | grep -q "note: ring_bytes changed (4194304 -> 8388608); not applied: it takes effect after a restart" &&
+   ! echo "$out" | grep -q "note: admin_socket"; then
+    ok "reload names each changed setting that needs a restart"
+else bad "reload names each changed setting that needs a restart" "$out"; fi
 out=$(admin reload revoke 2>&1); rc=$?
-if [ $rc = 0 ] && echo "$out" | grep -q "1 connections revoked"; then ok "reload revoke closes the connection the new policy denies"
+if [ $rc = 0 ] && echo "$out" | grep -q "2 connections revoked"; then ok "reload revoke closes the denied connection and the one over max_connections"
 else bad "reload revoke" "rc=$rc $out"; fi
 wait_for 5 grep -q '^\[roomy/holder w[0-9]*\] holder: closed' "$O"
 l=$(line roomy/holder "holder: closed")
 case $l in *"code 1008 by broker"*) ok "revoked connection ends with close code 1008" ;; *) bad "revoked connection ends with close code 1008" "$l" ;; esac
+wait_for 5 grep -q '^\[capped/h[12] w[0-9]*\] holder: closed' "$O"
+sleep 0.5
+n13=$(grep -c '^\[capped/h[12] w[0-9]*\] holder: closed code 1013 by broker' "$O")
+status
+if [ "$n13" = 1 ] && [ "$(grep -c '^\[capped/h[12] w[0-9]*\] holder: closed' "$O")" = 1 ] &&
+   grep -q "^tenant capped workers [0-9]*/8 connections 1/1 " "$tmp/status"; then
+    ok "reload revoke over max_connections: one connection closed with 1013, the other kept"
+else bad "reload revoke over max_connections" "$(grep 'capped/' "$O") $(grep 'tenant capped' "$tmp/status")"; fi
 
 # ---- audit log, field by field ----
 sleep 0.2
@@ -333,6 +469,11 @@ r = find(tenant="tight", action="quota", rule="connects_per_sec")
 r = find(tenant="roomy", action="revoke")
 assert r["rev"] == 3 and r["decision"] == "deny" and r["url"] == "ws://127.0.0.1:%s/echo" % port, r
 assert r["script"] == "holder" and r["rule"].endswith("ops.conf:30"), r
+r = find(tenant="capped", action="revoke")
+assert r["rev"] == 3 and r["rule"] == "max_connections" and "max_connections quota of 1" in r["reason"], r
+r = find(tenant="flood", action="quota")
+assert r["rule"] == "messages_out_per_sec" and r["decision"] == "deny" and r["script"] == "flood", r
+assert r["url"] == "ws://127.0.0.1:%s/count" % port and r["rev"] == 1, r
 r = find(tenant="roomy", action="websocket.connect", decision="allow")
 assert r["url"] is None and r["rule"].endswith("ops.conf:28"), r
 print("%d records checked" % len(recs))
@@ -350,6 +491,74 @@ else
     if [ $rc = 0 ] && grep -q "draining: .* close code 1012" "$E" && grep -q "drained" "$E" && [ ! -e "$tmp/admin.sock" ]; then
         ok "admin drain: workers end, the service exits 0 and removes its socket"
     else bad "admin drain" "rc=$rc $(tail -3 "$E")"; fi
+fi
+
+# ---- address policy through the test's own resolver setup ----
+# A private mount namespace (unprivileged user namespace) with our own
+# /etc/hosts: names that resolve to loopback, to the cloud metadata address,
+# and to a private plus a loopback address. A nested user namespace maps a
+# non-root uid, so the workers sandbox themselves exactly as outside.
+printf '127.0.0.1 rebind.test\n169.254.169.254 meta.test\n10.0.0.7 mixed.test\n127.0.0.1 mixed.test\n' > "$tmp/hosts"
+if unshare -rm sh -c "mount --bind '$tmp/hosts' /etc/hosts && exec unshare --user --map-user=1000 --map-group=1000 getent hosts rebind.test" 2>/dev/null | grep -q '^127.0.0.1'; then
+    for h in rebind meta mixed; do sed "s/@HOST@/$h.test/; s/@PORT@/$PORT/" tests/operators/resolve.lua > "$tmp/r_$h.lua"; done
+    cat > "$tmp/r.conf" <<EOF
+[broker]
+admin_socket = r.sock
+audit_log = r.jsonl
+[tenant pub]
+rule = allow websocket.connect *
+rule = allow websocket.connect.url ws://rebind.test:$PORT/* ws://meta.test:$PORT/*
+[tenant lo]
+allow_addresses = loopback
+rule = allow websocket.connect *
+rule = allow websocket.connect.url ws://rebind.test:$PORT/* ws://mixed.test:$PORT/*
+[script pub/rebind]
+path = r_rebind.lua
+restart = never
+[script pub/meta]
+path = r_meta.lua
+restart = never
+[script lo/rebind]
+path = r_rebind.lua
+restart = never
+[script lo/mixed]
+path = r_mixed.lua
+restart = never
+EOF
+    (cd "$tmp" && exec unshare -rm sh -c "mount --bind '$tmp/hosts' /etc/hosts && exec unshare --user --map-user=1000 --map-group=1000 '$OLDPWD/$BROKER' serve --config r.conf" > r.out 2> r.err) &
+    rpid=$!
+    pids="$pids $rpid"
+    wait_for 20 sh -c "[ \$(grep -c '^\[[a-z]*/[a-z]* w[0-9]*\] resolve:' '$tmp/r.out') = 4 ]"
+    R=$tmp/r.out
+    rl() { grep "^\[$1 w[0-9]*\] resolve:" "$R" | head -n 1; }
+    case $(rl pub/rebind) in *"resolve: PermissionDenied"*"rebind.test resolves to 127.0.0.1, a loopback address"*) ok "resolver: a name resolving to loopback is denied (public only)" ;;
+        *) bad "resolver: a name resolving to loopback is denied" "$(rl pub/rebind) $(tail -3 "$tmp/r.err")" ;; esac
+    case $(rl pub/meta) in *"resolve: PermissionDenied"*"169.254.169.254"*"link-local"*) ok "resolver: a name resolving to the metadata address is denied" ;;
+        *) bad "resolver: a name resolving to the metadata address is denied" "$(rl pub/meta)" ;; esac
+    case $(rl lo/rebind) in *"resolve: ok hi"*) ok "resolver: allowed for a tenant with allow_addresses = loopback" ;;
+        *) bad "resolver: allowed for a tenant with allow_addresses = loopback" "$(rl lo/rebind)" ;; esac
+    case $(rl lo/mixed) in *"resolve: ok hi"*) ok "resolver: a name with a private and a loopback address connects to the loopback one" ;;
+        *) bad "resolver: a name with a private and a loopback address" "$(rl lo/mixed)" ;; esac
+    if $PY - "$tmp/r.jsonl" > "$tmp/r.check" 2>&1 <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+addr = [(r["tenant"], r["script"], r["address"], r["decision"]) for r in recs if r["action"] == "address"]
+assert ("pub", "rebind", "127.0.0.1", "deny") in addr, addr
+assert ("pub", "meta", "169.254.169.254", "deny") in addr, addr
+assert ("lo", "rebind", "127.0.0.1", "allow") in addr, addr
+# getaddrinfo sorts 127.0.0.1 first; it is allowed and used, so 10.0.0.7 is
+# never dialled (and, if it was ever checked, it must have been denied).
+assert ("lo", "mixed", "127.0.0.1", "allow") in addr and ("lo", "mixed", "10.0.0.7", "allow") not in addr, addr
+for r in recs:
+    if r["action"] == "address":
+        assert r["rule"] == "allow_addresses" and r["url"].startswith("ws://") and r["url"].endswith("/echo"), r
+print("%d address records" % len(addr))
+EOF
+    then ok "resolver: every resolved address audited ($(cat "$tmp/r.check"))"; else bad "resolver: audit" "$(cat "$tmp/r.check")"; fi
+    "$BROKER" admin --socket "$tmp/r.sock" drain > /dev/null 2>&1
+    i=0; while kill -0 $rpid 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+else
+    echo "skip: resolver setup (unprivileged user/mount namespaces unavailable); the localhost checks above still ran"
 fi
 
 # ---- quarantine after a sandbox/protocol violation (a hostile worker) ----

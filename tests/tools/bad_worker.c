@@ -20,7 +20,7 @@
  * broker's records. A broker that killed it ends the process (SIGKILL);
  * otherwise it writes "survived" to OUT, sends EXIT 0 and exits 0. Modes
  * that test load rather than a violation (log_flood, never_read, flip,
- * connect_flood) write their measurements to OUT.
+ * connect_flood, ping_flood, empty_flood) write their measurements to OUT.
  *
  * Layer: tests/tools. Uses shm/ only; no Lua, no sandbox, no libwebsockets. */
 #include <errno.h>
@@ -872,6 +872,26 @@ static void m_never_read(void)
     _exit(0);
 }
 
+/* The same with a server that floods unsolicited pongs (BASE/pongs, see
+ * tests/hostile/run.sh): they must not queue without bound either. */
+static void m_pong_never_read(void)
+{
+    if (open_conn(1, "/pongs") != 0) return;
+    long rss0 = rss_kb(g.broker);
+    g.consume = 0;
+    int64_t start = now_ms();
+    long peak = rss0;
+    while (now_ms() - start < 3000) {
+        long r = rss_kb(g.broker);
+        if (r > peak) peak = r;
+        nap(100);
+    }
+    report("pong_never_read rss_growth_kb=%ld", rss0 >= 0 ? peak - rss0 : -1);
+    g.consume = 1;
+    pump();
+    _exit(0);
+}
+
 /* CONNECT flood: ids 2.. to a URL the policy denies, as fast as the ring
  * allows, for 2 s; the broker answers each with CONNECT_FAIL. */
 static void m_connect_flood(void)
@@ -911,6 +931,57 @@ static void m_connect_flood(void)
     publish();
     nap(100);
     _exit(0);
+}
+
+/* Output the send window does not count, to a server that never reads
+ * (BASE/stall/MODE): PING records (kind 0) or empty SEND messages (kind 1)
+ * as fast as the ring takes them, for at most 8 s or until the broker closes
+ * the connection. Reports the record count, the close code seen (0: none)
+ * and the broker's peak memory growth. */
+static void out_flood(int kind)
+{
+    char p[128];
+    if (open_conn(1, kpath(p, sizeof p, "stall")) != 0) return;
+    long rss0 = rss_kb(g.broker), peak = rss0;
+    int64_t start = now_ms(), last_rss = start;
+    uint64_t n = 0, token = 0;
+    uint8_t empty[8] = {0}; /* u64 total length 0 */
+    while (!cs(1)->closed && now_ms() - start < 8000) {
+        for (int i = 0; i < 256; i++, n++) {
+            int rc = kind == 0 ? put(PROTO_PING, 0, 1, &token, 8)
+                               : put(PROTO_SEND, PROTO_F_BEGIN, 1, empty, 8);
+            token++;
+            if (rc) break;
+        }
+        publish();
+        pump();
+        if (now_ms() - last_rss >= 50) {
+            long r = rss_kb(g.broker);
+            if (r > peak) peak = r;
+            last_rss = now_ms();
+        }
+    }
+    wait_for(is_closed, 1, 2000);
+    long r = rss_kb(g.broker);
+    if (r > peak) peak = r;
+    report("out_flood records=%llu closed=%d secs=%lld rss_growth_kb=%ld", (unsigned long long)n,
+           cs(1)->closed ? cs(1)->close_code : 0, (long long)((now_ms() - start) / 1000),
+           rss0 >= 0 && peak >= 0 ? peak - rss0 : -1);
+    struct proto_exit ex = {.status = 0};
+    put(PROTO_EXIT, 0, 0, &ex, sizeof ex);
+    publish();
+    nap(100);
+    _exit(0);
+}
+
+static void m_ping_flood(void)
+{
+    out_flood(0);
+}
+
+static void m_empty_flood(void)
+{
+    out_flood(1);
 }
 
 /* A thread flips bytes in our ring while we write valid LOG records. */
@@ -1067,6 +1138,9 @@ static const struct mode modes[] = {
     {"never_read", m_never_read},
     {"connect_flood", m_connect_flood},
     {"flip", m_flip},
+    {"ping_flood", m_ping_flood},
+    {"empty_flood", m_empty_flood},
+    {"pong_never_read", m_pong_never_read},
 };
 
 int main(int argc, char **argv)
