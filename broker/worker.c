@@ -543,7 +543,15 @@ static int handle_record(struct brk_worker *w, const struct shm_rec *h, const ui
         if (w->wall_ms)
             brk_timer_start(b->loop, &w->wall_timer,
                             brk_now_ns() + (int64_t)w->wall_ms * 1000000, on_wall_timeout);
-        brk_info(b, "w%u ready: %.*s", w->id, (int)h->len, (const char *)p);
+        if (b->cfg.verbose && !b->cfg.quiet) {
+            /* Worker text: printable ASCII only on the operator's terminal. */
+            char txt[1025];
+            uint32_t i;
+            for (i = 0; i < h->len; i++)
+                txt[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
+            txt[i] = 0;
+            brk_info(b, "w%u ready: %s", w->id, txt);
+        }
         send_script(w);
         return 0;
     case PROTO_LOG:
@@ -752,6 +760,13 @@ struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const ch
     }
     w->rec_cap = w->link.rx.max_payload;
     w->rec = malloc(w->rec_cap);
+    if (!w->rec) {
+        *err = "out of memory";
+        shm_link_destroy(&w->link);
+        free(w->script);
+        free(w);
+        return NULL;
+    }
 
     char a_mem[32], a_cpu[32], a_pid[32];
     snprintf(a_mem, sizeof a_mem, "%llu", (unsigned long long)lim->mem);
