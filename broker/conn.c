@@ -1259,7 +1259,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
         return c;
     }
     c->st = C_RESOLVING;
-    c->dns = brk_dns_resolve(b->dns, c->host, port, on_resolved, c);
+    c->dns = brk_dns_resolve(b->dns, c->host, port, w->id, on_resolved, c);
     if (!c->dns)
         fail_connect(c, PROTO_EK_RATE_LIMITED, 1, PROTO_STAGE_DNS, 0,
                      "dial %s: too many name lookups in progress", c->display);

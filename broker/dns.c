@@ -15,13 +15,15 @@
 #define DNS_MAX_INFLIGHT 64
 
 struct brk_dns_req {
-    struct brk_dns_req *next; /* in the done list */
-    struct brk_dns *d;        /* owner */
-    char host[256];           /* name to resolve */
-    char port[8];             /* numeric port */
-    int cancelled;            /* set by brk_dns_cancel (loop thread only) */
-    int err;                  /* getaddrinfo result */
-    struct addrinfo *res;     /* result (owned until handed to fn) */
+    struct brk_dns_req *prev_live, *next_live; /* in the in-flight list (loop thread) */
+    unsigned owner;                            /* worker the lookup is for */
+    struct brk_dns_req *next;                  /* in the done list */
+    struct brk_dns *d;                         /* owner */
+    char host[256];                            /* name to resolve */
+    char port[8];                              /* numeric port */
+    int cancelled;                             /* set by brk_dns_cancel (loop thread only) */
+    int err;                                   /* getaddrinfo result */
+    struct addrinfo *res;                      /* result (owned until handed to fn) */
     brk_dns_fn fn;
     void *ctx;
 };
@@ -32,7 +34,8 @@ struct brk_dns {
     int efd;                  /* completion eventfd (owned) */
     pthread_mutex_t mu;       /* guards done */
     struct brk_dns_req *done; /* completed requests */
-    int inflight;             /* lookups running (loop thread only) */
+    struct brk_dns_req *live; /* lookups running, cancelled or not (loop thread only) */
+    int inflight;             /* their number */
 };
 
 static void *lookup(void *arg)
@@ -67,6 +70,11 @@ static void on_done(struct brk_loop *loop, struct brk_io *io, uint32_t events)
         struct brk_dns_req *r = list;
         list = r->next;
         d->inflight--;
+        if (r->prev_live)
+            r->prev_live->next_live = r->next_live;
+        else
+            d->live = r->next_live;
+        if (r->next_live) r->next_live->prev_live = r->prev_live;
         if (r->cancelled) {
             if (r->res) freeaddrinfo(r->res);
         } else {
@@ -103,9 +111,13 @@ void brk_dns_free(struct brk_dns *d)
 }
 
 struct brk_dns_req *brk_dns_resolve(struct brk_dns *d, const char *host, const char *port,
-                                    brk_dns_fn fn, void *ctx)
+                                    unsigned owner, brk_dns_fn fn, void *ctx)
 {
     if (d->inflight >= DNS_MAX_INFLIGHT || strlen(host) >= 256 || strlen(port) >= 8) return NULL;
+    int mine = 0;
+    for (struct brk_dns_req *it = d->live; it; it = it->next_live)
+        mine += it->owner == owner;
+    if (mine >= BRK_DNS_PER_OWNER) return NULL;
     struct brk_dns_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->d = d;
@@ -113,6 +125,7 @@ struct brk_dns_req *brk_dns_resolve(struct brk_dns *d, const char *host, const c
     strcpy(r->port, port);
     r->fn = fn;
     r->ctx = ctx;
+    r->owner = owner;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -125,6 +138,9 @@ struct brk_dns_req *brk_dns_resolve(struct brk_dns *d, const char *host, const c
         return NULL;
     }
     d->inflight++;
+    r->next_live = d->live;
+    if (d->live) d->live->prev_live = r;
+    d->live = r;
     return r;
 }
 

@@ -17,10 +17,15 @@ typedef void (*brk_dns_fn)(void *ctx, int gai_err, struct addrinfo *res);
 struct brk_dns *brk_dns_new(struct brk_loop *loop);
 void brk_dns_free(struct brk_dns *d);
 
-/* Starts resolving host (port is numeric text). Returns the request, or NULL
- * when too many lookups are in flight or a thread cannot start. */
+/* Lookups one owner (a worker) may have in flight, cancelled ones included
+ * until their thread finishes, so one worker cannot take every slot. */
+#define BRK_DNS_PER_OWNER 8
+
+/* Starts resolving host (port is numeric text) for `owner` (a worker id).
+ * Returns the request, or NULL when too many lookups are in flight (for the
+ * broker or for this owner) or a thread cannot start. */
 struct brk_dns_req *brk_dns_resolve(struct brk_dns *d, const char *host, const char *port,
-                                    brk_dns_fn fn, void *ctx);
+                                    unsigned owner, brk_dns_fn fn, void *ctx);
 
 /* The callback will not be called for this request any more. */
 void brk_dns_cancel(struct brk_dns *d, struct brk_dns_req *r);
