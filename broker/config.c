@@ -229,6 +229,7 @@ enum {
     K_CA_FILE,
     K_DRAIN_TIMEOUT,
     K_RING_BYTES,
+    K_READY_TIMEOUT,
 };
 
 /* Returns 1 the first time a key is set in a section, 0 (after an error) later. */
@@ -306,6 +307,10 @@ static void broker_key(struct parser *p, const char *key, const char *v)
         if (first_time(p, K_DRAIN_TIMEOUT, key) &&
             get_number(p, V_DURATION, key, v, 100, 3600000, " ms", &n) == 0)
             c->drain_timeout_ms = (uint32_t)n;
+    } else if (!strcmp(key, "ready_timeout")) {
+        if (first_time(p, K_READY_TIMEOUT, key) &&
+            get_number(p, V_DURATION, key, v, 100, 600000, " ms", &n) == 0)
+            c->ready_timeout_ms = (uint32_t)n;
     } else if (!strcmp(key, "ring_bytes")) {
         if (first_time(p, K_RING_BYTES, key) &&
             get_number(p, V_SIZE, key, v, 64u << 10, 256u << 20, " bytes", &n) == 0) {
@@ -317,7 +322,7 @@ static void broker_key(struct parser *p, const char *key, const char *v)
     } else {
         perr(p,
              "unknown key '%s' in [broker] (known: admin_socket, audit_log, worker, "
-             "ca_file, drain_timeout, ring_bytes)",
+             "ca_file, drain_timeout, ready_timeout, ring_bytes)",
              key);
     }
 }
@@ -721,6 +726,7 @@ int brk_cfg_parse(const char *name, const char *text, size_t len, unsigned flags
     p.c->path = strdup(name);
     p.c->drain_timeout_ms = 10000;
     p.c->ring_bytes = 4u << 20;
+    p.c->ready_timeout_ms = 10000;
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < len; i++)
         h = (h ^ (unsigned char)text[i]) * 1099511628211ull;

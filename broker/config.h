@@ -86,6 +86,7 @@ struct brk_cfgfile {
     char *ca_file;                  /* owned or NULL: extra CA certificates */
     uint32_t drain_timeout_ms;      /* bound on a drain before workers are killed */
     uint64_t ring_bytes;            /* ring size per direction per worker */
+    uint32_t ready_timeout_ms;      /* a worker must send READY within this */
     struct brk_cfg_tenant *tenants; /* owned array */
     size_t n_tenants;
     struct brk_cfg_script *scripts; /* owned array */

@@ -213,7 +213,7 @@ static int cmd_run(int argc, char **argv)
     b.cfg = (struct brk_config){.policy = &policy,
                                 .addr_allowed = BRK_ADDR_DEFAULT_MASK,
                                 .worker_mem = 64u << 20,
-                                .ready_ms = 5000,
+                                .ready_ms = 10000,
                                 .max_conns = 256,
                                 .ring_bytes = 4u << 20};
     const char *script = NULL;
@@ -390,6 +390,7 @@ static int cmd_serve(int argc, char **argv)
         b.cfg.worker_path = cfg->worker_path ? cfg->worker_path : default_worker_path();
     b.cfg.ca_file = cfg->ca_file;
     b.cfg.ring_bytes = cfg->ring_bytes;
+    b.cfg.ready_ms = cfg->ready_timeout_ms;
     /* The worker path and CA file are read at start; keep copies that outlive reloads. */
     static char worker_copy[PATH_MAX], ca_copy[PATH_MAX];
     snprintf(worker_copy, sizeof worker_copy, "%s", b.cfg.worker_path);

@@ -386,6 +386,7 @@ static void apply_config(struct brk_serve *s, struct brk_cfgfile *nc, int revoke
         if (u) u->cfg = sc;
     }
     s->cfg = nc;
+    b->cfg.ready_ms = nc->ready_timeout_ms;
     b->cfg_rev++;
     /* Audit log: reopened every time (log rotation), possibly elsewhere. */
     if (nc->audit_log) {
