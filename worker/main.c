@@ -110,6 +110,9 @@ int main(int argc, char **argv)
     char chunk[300];
     snprintf(chunk, sizeof chunk, "@%s", name);
     int st = rt_run(rt, chunk, src, len);
+    /* A run ended by the broker's SHUTDOWN (drain, stop) is not a script
+     * error: the script was asked to stop and did. */
+    if (st == RT_ERROR && rt_bridge_shutdown_seen(br)) st = RT_OK;
     const char *msg = st == RT_OK ? "" : rt_last_error(rt);
     rt_bridge_send_exit(br, st, msg ? msg : "");
     /* No cleanup: the process ends here and the broker reaps it. */
