@@ -145,6 +145,23 @@ static int64_t cpu_now_ns(void)
 
 /* ---- allocator ---- */
 
+static void lhook(lua_State *L, lua_Debug *ar);
+
+/* The count hook. While any count hook is set, Lua 5.4 traps every
+ * instruction of the thread (a call into luaG_traceexec to count down), which
+ * cost 20-40 % of a message-heavy worker's time. So it is set only when there
+ * is a CPU budget to check; without one it is set once a limit was hit
+ * (set_fatal), on the main thread (new threads copy it) and on the running
+ * task, so that the fatal error is raised again in code that keeps running.
+ * (A script coroutine nested in that task is not hooked then: the error
+ * still propagates through our resume wrapper; without a CPU budget a
+ * spinning __close handler is no more than any endless loop, which the wall
+ * limit ends.) */
+static void hook_thread(struct rt *rt, lua_State *co)
+{
+    if (rt->cpu_limit_ms || rt->fatal) lua_sethook(co, lhook, LUA_MASKCOUNT, (int)rt->interval);
+}
+
 static void set_fatal(struct rt *rt, int kind)
 {
     if (rt->fatal) return;
@@ -155,6 +172,11 @@ static void set_fatal(struct rt *rt, int kind)
     else
         snprintf(rt->fatal_msg, sizeof rt->fatal_msg, "CPU time limit of %llu ms exceeded",
                  (unsigned long long)rt->cpu_limit_ms);
+    /* lua_sethook only sets fields: safe from inside the allocator. */
+    if (!rt->cpu_limit_ms && rt->L) {
+        hook_thread(rt, rt->L);
+        if (rt->current) hook_thread(rt, rt->current->co);
+    }
 }
 
 static void *lalloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -479,7 +501,7 @@ static struct rt_task *task_new(lua_State *L, int nargs)
     t->nargs = nargs;
     t->state = TASK_NEW;
     *xspace(co) = TAG_TASK;
-    lua_sethook(co, lhook, LUA_MASKCOUNT, (int)rt->interval);
+    hook_thread(rt, co);
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments for a task");
     lua_xmove(L, co, nargs + 1);
@@ -1081,7 +1103,7 @@ struct rt *rt_new(const struct rt_config *cfg)
     }
     *xspace(rt->L) = 0; /* new threads copy the main thread's word */
     lua_setwarnf(rt->L, NULL, NULL);
-    lua_sethook(rt->L, lhook, LUA_MASKCOUNT, (int)rt->interval);
+    hook_thread(rt, rt->L);
     lua_pushcfunction(rt->L, lsetup);
     if (lua_pcall(rt->L, 0, 0, 0) != LUA_OK) {
         lua_close(rt->L);

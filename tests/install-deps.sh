@@ -4,7 +4,12 @@
 set -eu
 PKGS="build-essential pkg-config clang clang-format libclang-rt-14-dev
 libwebsockets-dev liblua5.4-dev lua5.4 libseccomp-dev libcunit1-dev zlib1g-dev
-libssl-dev openssl python3-websockets nodejs npm iproute2 valgrind lua-http lua5.1"
+libssl-dev openssl python3-websockets iproute2 valgrind lua-http lua5.1"
+# Node.js and npm may come from elsewhere than Debian (a newer Node that
+# bundles npm); Debian's npm package conflicts with that, so only ask for
+# them when the commands are missing.
+command -v node >/dev/null 2>&1 || PKGS="$PKGS nodejs"
+command -v npm >/dev/null 2>&1 || PKGS="$PKGS npm"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
