@@ -350,7 +350,9 @@ static int be_wait(void *ctx, lua_State *L, int64_t deadline_ns)
         shm_rx_end_wait(&b->link->rx);
     }
     if (bridge_service(b, L, &handled) < 0) return -1;
-    if (handled > 0 && rt_now_ns() - t0 < BRIDGE_SPIN_NS) b->spin = 1;
+    /* Spinning costs CPU time; under a CPU budget it would be charged to the
+     * script, so a budgeted worker always sleeps. */
+    if (handled > 0 && rt_now_ns() - t0 < BRIDGE_SPIN_NS && !rt_cpu_budgeted(b->rt)) b->spin = 1;
     return 0;
 }
 

@@ -238,6 +238,11 @@ static void *rt_xrealloc(struct rt *rt, void *p, size_t old, size_t n)
     return q;
 }
 
+int rt_cpu_budgeted(const struct rt *rt)
+{
+    return rt->cpu_limit_ms != 0;
+}
+
 size_t rt_mem_used(struct rt *rt)
 {
     return rt->mem_used;

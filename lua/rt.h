@@ -114,6 +114,10 @@ void rt_timer_cancel(struct rt *rt, uint64_t id);
  * handed out. [-1, +1] */
 void rt_readonly(lua_State *L);
 
+/* 1 when the script runs under a CPU budget (time spent spinning would be
+ * charged to it). */
+int rt_cpu_budgeted(const struct rt *rt);
+
 /* Memory accounted by the allocator (bytes now, cap). */
 size_t rt_mem_used(struct rt *rt);
 
