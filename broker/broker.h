@@ -24,37 +24,37 @@ struct brk_unit;
 
 /* Settings of one broker process (from the command line or the config). */
 struct brk_config {
-    struct pol_policy *policy;    /* rules for websocket.connect(.url) (owned by main) */
-    uint32_t addr_allowed;        /* bit mask of address classes a resolved name may have */
-    const char *ca_file;          /* extra trust anchors for wss (NULL = system store only) */
-    const char *worker_path;      /* worker executable */
-    uint64_t worker_mem;          /* Lua memory cap per worker, bytes */
-    uint64_t cpu_ms;              /* CPU budget per script, ms (0 = none) */
-    uint64_t wall_ms;             /* wall-clock budget per script, ms (0 = none) */
-    uint32_t ready_ms;            /* a worker must be READY within this, ms */
-    uint32_t max_conns;           /* concurrent connections per worker */
-    size_t ring_bytes;            /* ring size per direction */
-    int no_namespaces;            /* 1: do not try namespaces in workers */
-    int quiet;                    /* 1: no broker diagnostics on stderr */
-    int verbose;                  /* 1: also informational lines (worker ready/ended) */
+    struct pol_policy *policy; /* rules for websocket.connect(.url) (owned by main) */
+    uint32_t addr_allowed;     /* bit mask of address classes a resolved name may have */
+    const char *ca_file;       /* extra trust anchors for wss (NULL = system store only) */
+    const char *worker_path;   /* worker executable */
+    uint64_t worker_mem;       /* Lua memory cap per worker, bytes */
+    uint64_t cpu_ms;           /* CPU budget per script, ms (0 = none) */
+    uint64_t wall_ms;          /* wall-clock budget per script, ms (0 = none) */
+    uint32_t ready_ms;         /* a worker must be READY within this, ms */
+    uint32_t max_conns;        /* concurrent connections per worker */
+    size_t ring_bytes;         /* ring size per direction */
+    int no_namespaces;         /* 1: do not try namespaces in workers */
+    int quiet;                 /* 1: no broker diagnostics on stderr */
+    int verbose;               /* 1: also informational lines (worker ready/ended) */
 };
 
 /* The broker process. */
 struct brk {
-    struct brk_loop *loop;        /* the one event loop (owned) */
-    struct brk_config cfg;        /* settings (copied) */
-    SSL_CTX *tls;                 /* client TLS context, verification always on (owned) */
-    struct brk_worker *workers;   /* live workers, linked by next (owned) */
-    uint32_t next_worker_id;      /* id for the next worker, from 1 */
-    int n_workers;                /* live workers */
-    struct brk_dns *dns;          /* resolver (owned) */
-    uint8_t *rdbuf;               /* shared socket read buffer (owned) */
-    size_t rdbuf_len;             /* its size */
-    int last_status;              /* exit status of the last worker that ended */
+    struct brk_loop *loop;      /* the one event loop (owned) */
+    struct brk_config cfg;      /* settings (copied) */
+    SSL_CTX *tls;               /* client TLS context, verification always on (owned) */
+    struct brk_worker *workers; /* live workers, linked by next (owned) */
+    uint32_t next_worker_id;    /* id for the next worker, from 1 */
+    int n_workers;              /* live workers */
+    struct brk_dns *dns;        /* resolver (owned) */
+    uint8_t *rdbuf;             /* shared socket read buffer (owned) */
+    size_t rdbuf_len;           /* its size */
+    int last_status;            /* exit status of the last worker that ended */
     void (*on_worker_end)(struct brk *b, struct brk_worker *w); /* run mode: stop the loop */
-    struct brk_audit *audit;      /* audit log (serve mode; NULL = none) */
-    uint64_t cfg_rev;             /* configuration revision (serve mode; 0 in run mode) */
-    struct brk_serve *serve;      /* service state (serve mode; NULL in run mode) */
+    struct brk_audit *audit; /* audit log (serve mode; NULL = none) */
+    uint64_t cfg_rev;        /* configuration revision (serve mode; 0 in run mode) */
+    struct brk_serve *serve; /* service state (serve mode; NULL in run mode) */
 };
 
 /* Worker states. */
@@ -82,9 +82,9 @@ const char *brk_wend_name(enum brk_wend e);
 
 /* Small open-addressing map from connection id to connection. */
 struct brk_connmap {
-    uint32_t *keys;               /* 0 = empty, UINT32_MAX = deleted (owned) */
-    struct brk_conn **vals;       /* (owned array, borrowed values) */
-    uint32_t cap, n, used;        /* slots, live entries, live + deleted */
+    uint32_t *keys;         /* 0 = empty, UINT32_MAX = deleted (owned) */
+    struct brk_conn **vals; /* (owned array, borrowed values) */
+    uint32_t cap, n, used;  /* slots, live entries, live + deleted */
 };
 
 /* One worker process and its link. */
@@ -100,36 +100,36 @@ struct brk_worker {
     struct brk_timer ready_timer; /* READY deadline */
     struct brk_timer wall_timer;  /* wall-clock budget */
     enum brk_wstate state;
-    uint8_t *rec;                 /* copy-out buffer for one record (owned) */
-    uint32_t rec_cap;             /* its size = ring max payload */
-    struct brk_connmap conns;     /* live connections by id */
-    uint32_t last_conn_id;        /* highest id the worker has used */
-    uint32_t n_conns;             /* live connections */
-    char *script;                 /* SCRIPT payload (name len, name, source) (owned) */
+    uint8_t *rec;             /* copy-out buffer for one record (owned) */
+    uint32_t rec_cap;         /* its size = ring max payload */
+    struct brk_connmap conns; /* live connections by id */
+    uint32_t last_conn_id;    /* highest id the worker has used */
+    uint32_t n_conns;         /* live connections */
+    char *script;             /* SCRIPT payload (name len, name, source) (owned) */
     size_t script_len;
-    size_t script_sent;           /* progress of chunked sending */
-    struct brk_conn *blocked_head;/* connections with records waiting for ring space */
+    size_t script_sent;            /* progress of chunked sending */
+    struct brk_conn *blocked_head; /* connections with records waiting for ring space */
     struct brk_conn *blocked_tail;
-    size_t outbox_bytes;          /* bytes waiting in connection outboxes */
-    int intake_paused;            /* 1: not reading the worker's ring until space frees */
-    int killed;                   /* 1: the broker killed it */
-    enum brk_wend end;            /* classification once ended */
-    int exit_status;              /* PROTO_EXIT_* from the EXIT record, -1 if none */
-    char *exit_msg;               /* message of the EXIT record (owned) */
-    char *why;                    /* reason for a kill (owned) */
-    char logline[512];            /* partial output line per stream is not kept: LOG is per print */
-    struct brk_tenant *tenant;    /* serve mode: its tenant (quota.h), NULL in run mode */
-    struct brk_unit *unit;        /* serve mode: the script slot it runs (serve.h) */
-    const char *sname;            /* serve mode: "tenant/script" (borrowed from the unit) */
-    uint64_t wall_ms;             /* wall-clock budget of this worker, ms (0 = none) */
-    uint64_t log_suppressed;      /* output lines dropped since the last printed one */
+    size_t outbox_bytes;       /* bytes waiting in connection outboxes */
+    int intake_paused;         /* 1: not reading the worker's ring until space frees */
+    int killed;                /* 1: the broker killed it */
+    enum brk_wend end;         /* classification once ended */
+    int exit_status;           /* PROTO_EXIT_* from the EXIT record, -1 if none */
+    char *exit_msg;            /* message of the EXIT record (owned) */
+    char *why;                 /* reason for a kill (owned) */
+    char logline[512];         /* partial output line per stream is not kept: LOG is per print */
+    struct brk_tenant *tenant; /* serve mode: its tenant (quota.h), NULL in run mode */
+    struct brk_unit *unit;     /* serve mode: the script slot it runs (serve.h) */
+    const char *sname;         /* serve mode: "tenant/script" (borrowed from the unit) */
+    uint64_t wall_ms;          /* wall-clock budget of this worker, ms (0 = none) */
+    uint64_t log_suppressed;   /* output lines dropped since the last printed one */
 };
 
 /* Limits of one worker (brk_worker_spawn uses the broker-wide ones). */
 struct brk_wlimits {
-    uint64_t mem;                 /* Lua memory cap, bytes */
-    uint64_t cpu_ms;              /* CPU budget, ms (0 = none) */
-    uint64_t wall_ms;             /* wall-clock budget, ms (0 = none) */
+    uint64_t mem;     /* Lua memory cap, bytes */
+    uint64_t cpu_ms;  /* CPU budget, ms (0 = none) */
+    uint64_t wall_ms; /* wall-clock budget, ms (0 = none) */
 };
 
 /* Starts a worker for a script. Returns the worker or NULL with *err set. */
@@ -137,10 +137,9 @@ struct brk_worker *brk_worker_spawn(struct brk *b, const char *name, const char 
                                     const char **err);
 /* The same with per-worker limits and, in serve mode, tenant and unit (both
  * may be NULL). */
-struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const char *src,
-                                       size_t len, const struct brk_wlimits *lim,
-                                       struct brk_tenant *tenant, struct brk_unit *unit,
-                                       const char **err);
+struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const char *src, size_t len,
+                                       const struct brk_wlimits *lim, struct brk_tenant *tenant,
+                                       struct brk_unit *unit, const char **err);
 /* Kills a worker for a reason (logged); its connections close with 1001. */
 void brk_worker_kill(struct brk_worker *w, enum brk_wend why, const char *fmt, ...);
 /* Asks every worker to end (SHUTDOWN) and closes connections with `code`. */

@@ -39,16 +39,16 @@
 #include "broker/ws.h"
 #include "shm/proto.h"
 
-#define TX_WINDOW (1u << 20)        /* bytes of SEND payload a worker may have outstanding */
-#define OUT_HIGH (1u << 20)         /* output bytes above which sends wait for the socket */
+#define TX_WINDOW (1u << 20) /* bytes of SEND payload a worker may have outstanding */
+#define OUT_HIGH  (1u << 20) /* output bytes above which sends wait for the socket */
 /* Output bytes waiting for the socket above which the connection fails. The
  * send window counts payload only: frame overhead (up to 7x for 1-byte
  * messages, ~7.5 MiB at most with a full window), empty messages and pings
  * are not in it, and a server that stops reading must not let a worker grow
  * the broker's memory without bound with them. */
-#define OUT_LIMIT (16u << 20)
-#define CLOSE_WAIT_MS 5000          /* bound on the close handshake */
-#define DEFAULT_READ_LIMIT (16u << 20)
+#define OUT_LIMIT           (16u << 20)
+#define CLOSE_WAIT_MS       5000 /* bound on the close handshake */
+#define DEFAULT_READ_LIMIT  (16u << 20)
 #define MAX_READS_PER_EVENT 8
 
 /* Queued output that is written at once rather than at the end of the round. */
@@ -64,70 +64,70 @@ enum cstate {
 };
 
 struct brk_conn {
-    struct brk_worker *w;        /* owning worker */
-    uint32_t id;                 /* worker-chosen id */
+    struct brk_worker *w; /* owning worker */
+    uint32_t id;          /* worker-chosen id */
     enum cstate st;
-    char *display;               /* URL without query, for messages (owned) */
-    char *host;                  /* host to dial / verify (owned) */
-    char *host_header;           /* Host header (owned) */
-    char *target;                /* request target (owned) */
-    int host_is_ip;              /* 0 name, 4 or 6 literal */
-    int secure;                  /* wss */
+    char *display;     /* URL without query, for messages (owned) */
+    char *host;        /* host to dial / verify (owned) */
+    char *host_header; /* Host header (owned) */
+    char *target;      /* request target (owned) */
+    int host_is_ip;    /* 0 name, 4 or 6 literal */
+    int secure;        /* wss */
     uint16_t port;
     /* options */
     uint32_t dial_ms, read_ms, write_ms;
-    uint32_t capacity;           /* channel_capacity */
-    uint64_t read_limit;         /* bytes after inflating */
-    int compression;             /* PROTO_COMPRESSION value */
-    uint32_t threshold;          /* compression threshold, bytes */
+    uint32_t capacity;              /* channel_capacity */
+    uint64_t read_limit;            /* bytes after inflating */
+    int compression;                /* PROTO_COMPRESSION value */
+    uint32_t threshold;             /* compression threshold, bytes */
     char **hdr_names, **hdr_values; /* extra headers (owned, until the core copied them) */
     size_t n_hdrs;
-    char **protocols;            /* offered subprotocols (owned, until ws_new) */
+    char **protocols; /* offered subprotocols (owned, until ws_new) */
     size_t n_protocols;
     /* transport */
-    int fd;                      /* socket (owned), -1 before connect */
+    int fd; /* socket (owned), -1 before connect */
     struct brk_io io;
-    SSL *ssl;                    /* TLS session (owned) or NULL for ws */
-    int ssl_wants_write;         /* SSL_read asked for writability */
-    struct ws *ws;               /* protocol core (owned) */
-    int feeding;                 /* > 0 while inside ws_feed (its callbacks may end us) */
-    struct ws *ws_dead;          /* core dropped during ws_feed, freed when it returns */
-    struct brk_dns_req *dns;     /* lookup in flight */
-    struct addrinfo *addrs;      /* resolved addresses (owned) */
-    struct addrinfo *next_ai;    /* next one to try */
-    char last_err[160];          /* why the last address failed */
-    int any_allowed;             /* some resolved address passed the address policy */
+    SSL *ssl;                 /* TLS session (owned) or NULL for ws */
+    int ssl_wants_write;      /* SSL_read asked for writability */
+    struct ws *ws;            /* protocol core (owned) */
+    int feeding;              /* > 0 while inside ws_feed (its callbacks may end us) */
+    struct ws *ws_dead;       /* core dropped during ws_feed, freed when it returns */
+    struct brk_dns_req *dns;  /* lookup in flight */
+    struct addrinfo *addrs;   /* resolved addresses (owned) */
+    struct addrinfo *next_ai; /* next one to try */
+    char last_err[160];       /* why the last address failed */
+    int any_allowed;          /* some resolved address passed the address policy */
     struct brk_timer dial_timer, read_timer, write_timer, close_timer;
     /* receive */
-    uint8_t *stash;              /* bytes read but not yet fed (owned) */
+    uint8_t *stash; /* bytes read but not yet fed (owned) */
     size_t stash_len, stash_off;
-    uint32_t undelivered;        /* messages sent to the worker, not yet credited */
-    int rx_paused;               /* not reading the socket */
+    uint32_t undelivered; /* messages sent to the worker, not yet credited */
+    int rx_paused;        /* not reading the socket */
     /* send */
-    uint64_t tx_taken;           /* SEND payload bytes taken from the worker */
-    uint64_t tx_credited;        /* of which returned as TX_CREDIT */
-    uint64_t send_left;          /* bytes still due for the message in progress */
-    int sending;                 /* a message is in progress */
-    int send_text;               /* it is text: validate UTF-8 */
+    uint64_t tx_taken;    /* SEND payload bytes taken from the worker */
+    uint64_t tx_credited; /* of which returned as TX_CREDIT */
+    uint64_t send_left;   /* bytes still due for the message in progress */
+    int sending;          /* a message is in progress */
+    int send_text;        /* it is text: validate UTF-8 */
     struct ws_utf8 send_utf8;
-    int worker_closed;           /* the worker sent CLOSE */
-    int rx_midmsg;               /* a MSG with MORE went to the worker, its end did not */
-    int rx_dropping;             /* dropping a message that arrived after CLOSE, channel full */
-    int closed_emitted;          /* CLOSED (or CONNECT_FAIL) went to the worker */
-    int finishing;               /* finish() is running (guards re-entry) */
+    int worker_closed;  /* the worker sent CLOSE */
+    int rx_midmsg;      /* a MSG with MORE went to the worker, its end did not */
+    int rx_dropping;    /* dropping a message that arrived after CLOSE, channel full */
+    int closed_emitted; /* CLOSED (or CONNECT_FAIL) went to the worker */
+    int finishing;      /* finish() is running (guards re-entry) */
     /* outbox of records waiting for ring space: [type u16][flags u16][len u32][payload] */
     uint8_t *ob;
     size_t ob_len, ob_off, ob_cap;
-    int blocked;                 /* on the worker's blocked list */
+    int blocked; /* on the worker's blocked list */
     struct brk_conn *next_blocked;
-    int freed;                   /* free is scheduled */
-    int flush_queued;            /* a deferred socket write is queued (SEND batching) */
+    int freed;        /* free is scheduled */
+    int flush_queued; /* a deferred socket write is queued (SEND batching) */
     /* serve mode (quota.h) */
-    char *canonical;             /* canonical URL the policy matched (owned) */
-    int throttled;               /* reading paused by the tenant's receive rate quota */
+    char *canonical;                    /* canonical URL the policy matched (owned) */
+    int throttled;                      /* reading paused by the tenant's receive rate quota */
     struct brk_timer rx_throttle_timer; /* ends that pause */
     struct brk_timer tx_throttle_timer; /* send credits held back by the send rate quota */
-    int tx_held;                 /* output kept in the broker by the send rate quotas */
+    int tx_held;                        /* output kept in the broker by the send rate quotas */
 };
 
 /* worker.c */
@@ -177,8 +177,7 @@ static struct brk *B(struct brk_conn *c)
 uint32_t brk_conn_head_len(const struct brk_conn *c)
 {
     uint32_t len = 0;
-    if (c->ob_off < c->ob_len)
-        memcpy(&len, c->ob + c->ob_off + 4, 4);
+    if (c->ob_off < c->ob_len) memcpy(&len, c->ob + c->ob_off + 4, 4);
     return len;
 }
 
@@ -191,8 +190,7 @@ int brk_conn_outbox_add(struct brk_conn *c, uint16_t type, uint16_t flags, const
                         uint32_t n1, const void *p2, uint32_t n2)
 {
     size_t need = 8 + (size_t)n1 + n2;
-    if (c->ob_off && c->ob_off == c->ob_len)
-        c->ob_off = c->ob_len = 0;
+    if (c->ob_off && c->ob_off == c->ob_len) c->ob_off = c->ob_len = 0;
     if (c->ob_len + need > c->ob_cap) {
         if (c->ob_off) {
             memmove(c->ob, c->ob + c->ob_off, c->ob_len - c->ob_off);
@@ -204,8 +202,7 @@ int brk_conn_outbox_add(struct brk_conn *c, uint16_t type, uint16_t flags, const
             cap *= 2;
         if (cap != c->ob_cap) {
             uint8_t *n = realloc(c->ob, cap);
-            if (!n)
-                return -1;
+            if (!n) return -1;
             c->ob = n;
             c->ob_cap = cap;
         }
@@ -215,10 +212,8 @@ int brk_conn_outbox_add(struct brk_conn *c, uint16_t type, uint16_t flags, const
     memcpy(d, &type, 2);
     memcpy(d + 2, &flags, 2);
     memcpy(d + 4, &len, 4);
-    if (n1)
-        memcpy(d + 8, p1, n1);
-    if (n2)
-        memcpy(d + 8 + n1, p2, n2);
+    if (n1) memcpy(d + 8, p1, n1);
+    if (n2) memcpy(d + 8 + n1, p2, n2);
     c->ob_len += need;
     return 0;
 }
@@ -288,8 +283,7 @@ static void drop_transport(struct brk_conn *c)
 /* Removes the connection from its worker and frees it after this round. */
 static void conn_release(struct brk_conn *c)
 {
-    if (c->freed)
-        return;
+    if (c->freed) return;
     c->freed = 1;
     drop_transport(c);
     brk_worker_unblock(c->w, c);
@@ -310,8 +304,7 @@ int brk_conn_flush(struct brk_conn *c)
         memcpy(&type, d, 2);
         memcpy(&flags, d + 2, 2);
         memcpy(&len, d + 4, 4);
-        if (brk_ring_write(w, type, flags, c->id, d + 8, len) < 0)
-            return 0;
+        if (brk_ring_write(w, type, flags, c->id, d + 8, len) < 0) return 0;
         c->ob_off += 8 + len;
         brk_worker_outbox_drained(w, 8 + len);
     }
@@ -342,58 +335,54 @@ static void emit(struct brk_conn *c, uint16_t type, uint16_t flags, const void *
 static void fail_connect(struct brk_conn *c, int kind, int retryable, int stage, int status,
                          const char *fmt, ...)
 {
-    if (c->closed_emitted)
-        return;
+    if (c->closed_emitted) return;
     char msg[600];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    struct proto_error e = {.kind = (uint8_t)kind, .retryable = (uint8_t)retryable,
-                            .stage = (uint8_t)stage, .op = PROTO_CONNECT,
-                            .http_status = (uint16_t)status, .msg_len = (uint16_t)strlen(msg)};
+    struct proto_error e = {.kind = (uint8_t)kind,
+                            .retryable = (uint8_t)retryable,
+                            .stage = (uint8_t)stage,
+                            .op = PROTO_CONNECT,
+                            .http_status = (uint16_t)status,
+                            .msg_len = (uint16_t)strlen(msg)};
     drop_transport(c);
     emit(c, PROTO_CONNECT_FAIL, 0, &e, sizeof e, msg, e.msg_len);
     c->closed_emitted = 1;
     brk_worker_publish(c->w);
-    if (brk_conn_outbox_empty(c))
-        conn_release(c);
+    if (brk_conn_outbox_empty(c)) conn_release(c);
 }
 
 /* Ends an open connection: CLOSED after every MSG, then release. */
 static void finish(struct brk_conn *c, int code, int by, int kind, const char *reason,
                    size_t reason_len, const char *msg)
 {
-    if (c->closed_emitted || c->finishing)
-        return;
+    if (c->closed_emitted || c->finishing) return;
     c->finishing = 1;
-    if (reason_len > PROTO_MAX_REASON)
-        reason_len = PROTO_MAX_REASON;
+    if (reason_len > PROTO_MAX_REASON) reason_len = PROTO_MAX_REASON;
     size_t ml = msg ? strlen(msg) : 0;
-    struct proto_closed cl = {.code = (uint16_t)code, .by = (uint8_t)by, .kind = (uint8_t)kind,
-                              .reason_len = (uint16_t)reason_len, .msg_len = (uint16_t)ml};
+    struct proto_closed cl = {.code = (uint16_t)code,
+                              .by = (uint8_t)by,
+                              .kind = (uint8_t)kind,
+                              .reason_len = (uint16_t)reason_len,
+                              .msg_len = (uint16_t)ml};
     uint8_t text[PROTO_MAX_REASON + 600];
-    if (ml > 590)
-        ml = 590, cl.msg_len = (uint16_t)ml;
-    if (reason_len)
-        memcpy(text, reason, reason_len);
-    if (ml)
-        memcpy(text + reason_len, msg, ml);
+    if (ml > 590) ml = 590, cl.msg_len = (uint16_t)ml;
+    if (reason_len) memcpy(text, reason, reason_len);
+    if (ml) memcpy(text + reason_len, msg, ml);
     /* Best effort: push out what the core queued (our close echo). */
-    if (c->ws && c->fd >= 0)
-        flush_out(c);
+    if (c->ws && c->fd >= 0) flush_out(c);
     drop_transport(c);
     emit(c, PROTO_CLOSED, 0, &cl, sizeof cl, text, (uint32_t)(reason_len + ml));
     c->closed_emitted = 1;
     brk_worker_publish(c->w);
-    if (brk_conn_outbox_empty(c))
-        conn_release(c);
+    if (brk_conn_outbox_empty(c)) conn_release(c);
 }
 
 void brk_conn_revoke(struct brk_conn *c, int code, const char *why)
 {
-    if (c->freed || c->closed_emitted)
-        return;
+    if (c->freed || c->closed_emitted) return;
     if (c->st != C_OPEN || !c->ws) {
         fail_connect(c, PROTO_EK_PERMISSION_DENIED, 0, PROTO_STAGE_POLICY, 0, "dial %s: %s",
                      c->display, why);
@@ -402,8 +391,7 @@ void brk_conn_revoke(struct brk_conn *c, int code, const char *why)
     if (ws_state(c->ws) == WS_OPEN) {
         ws_close(c->ws, code, why, strlen(why) > 123 ? 123 : strlen(why));
         flush_out(c);
-        if (c->freed)
-            return;
+        if (c->freed) return;
     }
     char msg[300];
     snprintf(msg, sizeof msg, "closed by the broker (%d): %s", code, why);
@@ -415,8 +403,7 @@ void brk_conn_revoke(struct brk_conn *c, int code, const char *why)
 
 void brk_conn_abort(struct brk_conn *c, int code, const char *why)
 {
-    if (c->freed)
-        return;
+    if (c->freed) return;
     if (c->ws && ws_state(c->ws) == WS_OPEN) {
         ws_close(c->ws, code, why, strlen(why));
         flush_out(c);
@@ -438,17 +425,14 @@ static ssize_t sock_read(struct brk_conn *c, uint8_t *buf, size_t n)
     }
     c->ssl_wants_write = 0;
     int r = SSL_read(c->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
-    if (r > 0)
-        return r;
+    if (r > 0) return r;
     int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ)
-        return -EAGAIN;
+    if (e == SSL_ERROR_WANT_READ) return -EAGAIN;
     if (e == SSL_ERROR_WANT_WRITE) {
         c->ssl_wants_write = 1;
         return -EAGAIN;
     }
-    if (e == SSL_ERROR_ZERO_RETURN)
-        return 0;
+    if (e == SSL_ERROR_ZERO_RETURN) return 0;
     ERR_clear_error();
     return -EIO;
 }
@@ -462,11 +446,9 @@ static ssize_t sock_write(struct brk_conn *c, const uint8_t *buf, size_t n)
         return r;
     }
     int r = SSL_write(c->ssl, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
-    if (r > 0)
-        return r;
+    if (r > 0) return r;
     int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
-        return -EAGAIN;
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return -EAGAIN;
     ERR_clear_error();
     return -EIO;
 }
@@ -489,8 +471,7 @@ static void on_tx_throttle_end(struct brk_loop *loop, struct brk_timer *t)
         (struct brk_conn *)((char *)t - offsetof(struct brk_conn, tx_throttle_timer));
     if (c->tx_held) {
         flush_out(c);
-        if (!c->freed)
-            update_interest(c);
+        if (!c->freed) update_interest(c);
     } else {
         send_credit(c);
     }
@@ -500,21 +481,18 @@ static void on_tx_throttle_end(struct brk_loop *loop, struct brk_timer *t)
 static void send_credit(struct brk_conn *c)
 {
     uint64_t due = c->tx_taken - c->tx_credited;
-    if (!due || c->closed_emitted)
-        return;
+    if (!due || c->closed_emitted) return;
     int64_t hold_ms = c->st == C_OPEN ? brk_q_tx_wait(c->w) : 0;
     if (hold_ms > 0) {
         /* The tenant's send rate quota: the script waits for its window. */
         if (!brk_timer_armed(&c->tx_throttle_timer))
-            brk_timer_start(B(c)->loop, &c->tx_throttle_timer,
-                            brk_now_ns() + hold_ms * 1000000, on_tx_throttle_end);
+            brk_timer_start(B(c)->loop, &c->tx_throttle_timer, brk_now_ns() + hold_ms * 1000000,
+                            on_tx_throttle_end);
         return;
     }
     size_t pending = c->ws ? ws_out_pending(c->ws) : 0;
-    if (pending > OUT_HIGH / 2)
-        return;
-    if (due < TX_WINDOW / 4 && pending)
-        return;
+    if (pending > OUT_HIGH / 2) return;
+    if (due < TX_WINDOW / 4 && pending) return;
     c->tx_credited = c->tx_taken;
     emit(c, PROTO_TX_CREDIT, 0, &due, sizeof due, NULL, 0);
 }
@@ -522,14 +500,13 @@ static void send_credit(struct brk_conn *c)
 /* Writes what the core has queued; arms the write timeout while stuck. */
 static void flush_out(struct brk_conn *c)
 {
-    if (!c->ws || c->fd < 0)
-        return;
+    if (!c->ws || c->fd < 0) return;
     /* The tenant's send rates: while it owes, output stays here (bounded by
      * the window and by BRK_Q_TX_DEBT_SEC); a closing handshake goes out. */
-    int64_t hold_ms = c->st == C_OPEN && !c->worker_closed && ws_state(c->ws) == WS_OPEN &&
-                              ws_out_pending(c->ws)
-                          ? brk_q_tx_hold(c->w)
-                          : 0;
+    int64_t hold_ms =
+        c->st == C_OPEN && !c->worker_closed && ws_state(c->ws) == WS_OPEN && ws_out_pending(c->ws)
+            ? brk_q_tx_hold(c->w)
+            : 0;
     c->tx_held = hold_ms > 0;
     if (c->tx_held) {
         brk_timer_stop(B(c)->loop, &c->write_timer);
@@ -542,11 +519,9 @@ static void flush_out(struct brk_conn *c)
     for (;;) {
         size_t len;
         const uint8_t *p = ws_out_peek(c->ws, &len);
-        if (!len)
-            break;
+        if (!len) break;
         ssize_t r = sock_write(c, p, len);
-        if (r == -EAGAIN)
-            break;
+        if (r == -EAGAIN) break;
         if (r < 0) {
             if (c->st == C_OPEN)
                 finish(c, 1006, PROTO_BY_BROKER, PROTO_EK_INTERNAL, NULL, 0,
@@ -563,24 +538,20 @@ static void flush_out(struct brk_conn *c)
             brk_timer_start(B(c)->loop, &c->write_timer,
                             brk_now_ns() + (int64_t)c->write_ms * 1000000, on_write_timeout);
     }
-    if (c->st == C_OPEN)
-        send_credit(c);
+    if (c->st == C_OPEN) send_credit(c);
 }
 
 static void update_interest(struct brk_conn *c)
 {
-    if (c->fd < 0 || c->freed)
-        return;
+    if (c->fd < 0 || c->freed) return;
     uint32_t ev = 0;
     if (c->st == C_TCP)
         ev = EPOLLOUT;
     else if (c->st == C_TLS)
         ev = c->ssl_wants_write ? EPOLLOUT : EPOLLIN;
     else {
-        if (!c->rx_paused)
-            ev |= EPOLLIN;
-        if ((c->ws && ws_out_pending(c->ws) && !c->tx_held) || c->ssl_wants_write)
-            ev |= EPOLLOUT;
+        if (!c->rx_paused) ev |= EPOLLIN;
+        if ((c->ws && ws_out_pending(c->ws) && !c->tx_held) || c->ssl_wants_write) ev |= EPOLLOUT;
     }
     brk_io_set(B(c)->loop, &c->io, ev);
 }
@@ -592,8 +563,7 @@ static void on_read_timeout(struct brk_loop *loop, struct brk_timer *t)
     struct brk_conn *c = (struct brk_conn *)((char *)t - offsetof(struct brk_conn, read_timer));
     char msg[128];
     snprintf(msg, sizeof msg, "read timeout: no frame from the server for %u ms", c->read_ms);
-    if (c->ws && ws_state(c->ws) == WS_OPEN)
-        ws_close(c->ws, 1001, "read timeout", 12);
+    if (c->ws && ws_state(c->ws) == WS_OPEN) ws_close(c->ws, 1001, "read timeout", 12);
     finish(c, 1006, PROTO_BY_BROKER, PROTO_EK_TIMEOUT, NULL, 0, msg);
 }
 
@@ -613,15 +583,12 @@ static void feed(struct brk_conn *c, const uint8_t *p, size_t n, int from_stash)
         ws_free(c->ws_dead);
         c->ws_dead = NULL;
     }
-    if (c->freed || !c->ws)
-        return;
-    if (r < 0)
-        return; /* on_close ran */
+    if (c->freed || !c->ws) return;
+    if (r < 0) return; /* on_close ran */
     size_t used = (size_t)r;
     if (from_stash) {
         c->stash_off += used;
-        if (c->stash_off == c->stash_len)
-            c->stash_off = c->stash_len = 0;
+        if (c->stash_off == c->stash_len) c->stash_off = c->stash_len = 0;
         return;
     }
     if (used < n && ws_state(c->ws) != WS_CLOSED) {
@@ -643,8 +610,7 @@ static void do_read(struct brk_conn *c)
     struct brk *b = B(c);
     for (int i = 0; i < MAX_READS_PER_EVENT && !c->rx_paused && c->ws && !c->freed; i++) {
         ssize_t r = sock_read(c, b->rdbuf, b->rdbuf_len);
-        if (r == -EAGAIN)
-            break;
+        if (r == -EAGAIN) break;
         if (r <= 0) {
             if (c->st == C_HANDSHAKE)
                 fail_connect(c, PROTO_EK_INTERNAL, 1, PROTO_STAGE_HTTP, 0,
@@ -658,29 +624,23 @@ static void do_read(struct brk_conn *c)
         }
         arm_read_timer(c);
         feed(c, b->rdbuf, (size_t)r, 0);
-        if (c->stash_len)
-            break;
+        if (c->stash_len) break;
     }
 }
 
 static void maybe_resume(struct brk_conn *c)
 {
-    if (!c->rx_paused || c->freed || !c->ws || c->st != C_OPEN || c->throttled)
-        return;
-    if ((c->undelivered >= c->capacity && !c->worker_closed) || !brk_conn_outbox_empty(c))
-        return;
+    if (!c->rx_paused || c->freed || !c->ws || c->st != C_OPEN || c->throttled) return;
+    if ((c->undelivered >= c->capacity && !c->worker_closed) || !brk_conn_outbox_empty(c)) return;
     c->rx_paused = 0;
     if (c->stash_len) {
         feed(c, c->stash + c->stash_off, c->stash_len - c->stash_off, 1);
-        if (c->freed || !c->ws)
-            return;
-        if (c->rx_paused)
-            return;
+        if (c->freed || !c->ws) return;
+        if (c->rx_paused) return;
     }
     /* A paused inflate may still hold output: a zero-byte feed drains it. */
     feed(c, NULL, 0, 1);
-    if (c->freed || !c->ws || c->rx_paused)
-        return;
+    if (c->freed || !c->ws || c->rx_paused) return;
     arm_read_timer(c);
     /* TLS may hold decrypted bytes that epoll will not report. */
     do_read(c);
@@ -696,12 +656,10 @@ static void cb_open(void *ctx, const char *protocol, const char *extensions)
     c->st = C_OPEN;
     brk_timer_stop(B(c)->loop, &c->dial_timer);
     size_t pl = strlen(protocol), el = strlen(extensions);
-    if (pl > 1024)
-        pl = 1024;
-    if (el > 2048)
-        el = 2048;
-    struct proto_connected cd = {.tx_window = TX_WINDOW, .protocol_len = (uint16_t)pl,
-                                 .extensions_len = (uint16_t)el};
+    if (pl > 1024) pl = 1024;
+    if (el > 2048) el = 2048;
+    struct proto_connected cd = {
+        .tx_window = TX_WINDOW, .protocol_len = (uint16_t)pl, .extensions_len = (uint16_t)el};
     char buf[3072];
     memcpy(buf, protocol, pl);
     memcpy(buf + pl, extensions, el);
@@ -725,11 +683,9 @@ static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, in
      * drains only what it has. Pausing would hide the server's close reply
      * behind data nobody reads and make every close wait for its timeout, so
      * whole messages arriving then are dropped instead. */
-    if (!c->rx_midmsg && c->worker_closed && c->undelivered >= c->capacity)
-        c->rx_dropping = 1;
+    if (!c->rx_midmsg && c->worker_closed && c->undelivered >= c->capacity) c->rx_dropping = 1;
     if (c->rx_dropping) {
-        if (fin)
-            c->rx_dropping = 0;
+        if (fin) c->rx_dropping = 0;
         return 0;
     }
     c->rx_midmsg = !fin;
@@ -740,13 +696,11 @@ static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, in
         uint32_t n = len > maxp ? maxp : (uint32_t)len;
         int last = n == len;
         uint16_t flags = base | ((last && fin) ? 0 : PROTO_F_MORE);
-        if (n || last)
-            emit(c, PROTO_MSG, flags, data, n, NULL, 0);
+        if (n || last) emit(c, PROTO_MSG, flags, data, n, NULL, 0);
         data += n;
         len -= n;
     } while (len);
-    if (fin)
-        c->undelivered++;
+    if (fin) c->undelivered++;
     int64_t wait_ms = brk_q_rx(c->w, got, fin);
     if (wait_ms > 0 && !c->throttled) {
         /* The tenant's receive rate quota: stop reading for a while. */
@@ -766,8 +720,7 @@ static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, in
 static void cb_pong(void *ctx, const uint8_t *data, size_t len)
 {
     struct brk_conn *c = ctx;
-    if (len == 8)
-        emit(c, PROTO_PONG, 0, data, 8, NULL, 0);
+    if (len == 8) emit(c, PROTO_PONG, 0, data, 8, NULL, 0);
     /* A server may send pongs unasked, as fast as it likes: when they queue
      * for a worker that does not read its ring, stop reading the socket as
      * for messages (the rest of this read is parsed; the outbox grows by at
@@ -791,8 +744,7 @@ static void cb_close(void *ctx, int clean, int code, const char *reason, size_t 
         if (why && reason_len == strlen(why) && memcmp(why, reason, reason_len) == 0)
             reason_len = 0;
         char st[40] = "";
-        if (status && status != 101)
-            snprintf(st, sizeof st, " (HTTP status %d)", status);
+        if (status && status != 101) snprintf(st, sizeof st, " (HTTP status %d)", status);
         fail_connect(c, PROTO_EK_INTERNAL, 1, PROTO_STAGE_HTTP, status, "dial %s: %s%s%s%.*s",
                      c->display, why ? why : "WebSocket handshake failed", st,
                      reason_len ? ": " : "", (int)reason_len, reason);
@@ -828,8 +780,11 @@ static void start_ws(struct brk_conn *c)
         .read_limit = c->read_limit,
         .max_handshake = 16384,
     };
-    struct ws_callbacks cb = {.ctx = c, .on_open = cb_open, .on_message = cb_message,
-                              .on_pong = cb_pong, .on_close = cb_close};
+    struct ws_callbacks cb = {.ctx = c,
+                              .on_open = cb_open,
+                              .on_message = cb_message,
+                              .on_pong = cb_pong,
+                              .on_close = cb_close};
     c->ws = ws_new(&o, &cb);
     if (!c->ws) {
         fail_connect(c, PROTO_EK_INTERNAL, 0, PROTO_STAGE_HTTP, 0,
@@ -906,8 +861,7 @@ static void tcp_connected(struct brk_conn *c)
 static void conn_io(struct brk_loop *loop, struct brk_io *io, uint32_t events)
 {
     struct brk_conn *c = (struct brk_conn *)((char *)io - offsetof(struct brk_conn, io));
-    if (c->freed)
-        return;
+    if (c->freed) return;
     switch (c->st) {
     case C_TCP: {
         int err = 0;
@@ -931,11 +885,9 @@ static void conn_io(struct brk_loop *loop, struct brk_io *io, uint32_t events)
     case C_OPEN:
         if (events & (EPOLLOUT)) {
             flush_out(c);
-            if (c->freed || c->fd < 0)
-                return;
+            if (c->freed || c->fd < 0) return;
         }
-        if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || c->ssl_wants_write)
-            do_read(c);
+        if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) || c->ssl_wants_write) do_read(c);
         if (!c->freed && c->fd >= 0) {
             flush_out(c);
             update_interest(c);
@@ -1033,12 +985,10 @@ static void on_dial_timeout(struct brk_loop *loop, struct brk_timer *t)
 /* Reads a u16-length-prefixed string; returns 0 or -1 if out of bounds. */
 static int take_str(const uint8_t *p, uint32_t len, uint32_t *off, const uint8_t **s, uint16_t *n)
 {
-    if (len - *off < 2)
-        return -1;
+    if (len - *off < 2) return -1;
     memcpy(n, p + *off, 2);
     *off += 2;
-    if (len - *off < *n)
-        return -1;
+    if (len - *off < *n) return -1;
     *s = p + *off;
     *off += *n;
     return 0;
@@ -1051,11 +1001,9 @@ static int is_token_char(unsigned char ch)
 
 static int is_token(const uint8_t *s, size_t n)
 {
-    if (!n)
-        return 0;
+    if (!n) return 0;
     for (size_t i = 0; i < n; i++)
-        if (!is_token_char(s[i]))
-            return 0;
+        if (!is_token_char(s[i])) return 0;
     return 1;
 }
 
@@ -1064,8 +1012,7 @@ static int reserved_header(const uint8_t *s, size_t n)
     static const char *const names[] = {"host", "upgrade", "connection", "content-length",
                                         "transfer-encoding"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strlen(names[i]) == n && !strncasecmp((const char *)s, names[i], n))
-            return 1;
+        if (strlen(names[i]) == n && !strncasecmp((const char *)s, names[i], n)) return 1;
     return n >= 14 && !strncasecmp((const char *)s, "sec-websocket-", 14);
 }
 
@@ -1078,8 +1025,10 @@ static void reject(struct brk_worker *w, uint32_t id, int kind, int retryable, i
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    struct proto_error e = {.kind = (uint8_t)kind, .retryable = (uint8_t)retryable,
-                            .stage = (uint8_t)stage, .op = PROTO_CONNECT,
+    struct proto_error e = {.kind = (uint8_t)kind,
+                            .retryable = (uint8_t)retryable,
+                            .stage = (uint8_t)stage,
+                            .op = PROTO_CONNECT,
                             .msg_len = (uint16_t)strlen(msg)};
     uint8_t buf[sizeof e + sizeof msg];
     memcpy(buf, &e, sizeof e);
@@ -1177,8 +1126,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
                 bad = "headers";
     }
     for (uint16_t i = 0; !bad && i < pc.n_protocols; i++)
-        if (!is_token(pr[i], prl[i]))
-            bad = "protocols";
+        if (!is_token(pr[i], prl[i])) bad = "protocols";
     if (bad) {
         reject(w, id, PROTO_EK_INVALID, 0, PROTO_STAGE_OPTIONS, "invalid option %s", bad);
         free(u);
@@ -1192,8 +1140,8 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
     }
     int qkind, qretry;
     if (brk_q_connect_admit(w, &pc, u->display, &qkind, &qretry, why, sizeof why) != 0) {
-        reject(w, id, qkind, qretry, qkind == PROTO_EK_INVALID ? PROTO_STAGE_OPTIONS
-                                                               : PROTO_STAGE_NONE, "%s", why);
+        reject(w, id, qkind, qretry,
+               qkind == PROTO_EK_INVALID ? PROTO_STAGE_OPTIONS : PROTO_STAGE_NONE, "%s", why);
         free(u);
         return NULL;
     }
@@ -1222,8 +1170,8 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
     c->capacity = pc.channel_capacity;
     c->read_limit = pc.read_limit ? pc.read_limit : brk_q_default_read_limit(w, DEFAULT_READ_LIMIT);
     c->compression = pc.compression;
-    c->threshold = pc.compression_threshold ? pc.compression_threshold
-                                            : (pc.compression == 2 ? 512 : 128);
+    c->threshold =
+        pc.compression_threshold ? pc.compression_threshold : (pc.compression == 2 ? 512 : 128);
     c->n_hdrs = pc.n_headers;
     c->hdr_names = calloc(pc.n_headers + 1, sizeof(char *));
     c->hdr_values = calloc(pc.n_headers + 1, sizeof(char *));
@@ -1236,8 +1184,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
     for (uint16_t i = 0; i < pc.n_protocols && c->protocols; i++)
         c->protocols[i] = dupn(pr[i], prl[i]);
     if (brk_connmap_put(&w->conns, id, c) < 0 || !c->display || !c->canonical || !c->host ||
-        !c->host_header ||
-        !c->target || !c->hdr_names || !c->hdr_values || !c->protocols) {
+        !c->host_header || !c->target || !c->hdr_names || !c->hdr_values || !c->protocols) {
         reject(w, id, PROTO_EK_INTERNAL, 1, PROTO_STAGE_NONE, "out of memory");
         brk_connmap_del(&w->conns, id);
         conn_free_now(c);
@@ -1251,7 +1198,8 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
     char port[8];
     snprintf(port, sizeof port, "%u", c->port);
     if (c->host_is_ip) {
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+        struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                                 .ai_socktype = SOCK_STREAM,
                                  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
         struct addrinfo *res = NULL;
         int ge = getaddrinfo(c->host, port, &hints, &res);
@@ -1274,8 +1222,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
 static int out_overflow(struct brk_conn *c)
 {
     size_t pending = c->ws ? ws_out_pending(c->ws) : 0;
-    if (pending <= OUT_LIMIT)
-        return 0;
+    if (pending <= OUT_LIMIT) return 0;
     char msg[200];
     snprintf(msg, sizeof msg,
              "the server is not reading: %zu bytes of output are waiting (limit %u); "
@@ -1291,11 +1238,9 @@ static void flush_deferred(void *ctx)
 {
     struct brk_conn *c = ctx;
     c->flush_queued = 0;
-    if (c->freed || !c->ws)
-        return;
+    if (c->freed || !c->ws) return;
     flush_out(c);
-    if (!c->freed)
-        update_interest(c);
+    if (!c->freed) update_interest(c);
     brk_worker_publish(c->w);
 }
 
@@ -1330,8 +1275,7 @@ void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint
         c->send_left = total;
         c->send_text = !(flags & PROTO_F_BINARY);
         ws_utf8_init(&c->send_utf8);
-        if (c->st == C_OPEN && c->ws)
-            ws_send_begin(c->ws, !c->send_text, total);
+        if (c->st == C_OPEN && c->ws) ws_send_begin(c->ws, !c->send_text, total);
     } else if (!c->sending) {
         brk_worker_kill(w, BRK_WEND_VIOLATION, "SEND continuation without a BEGIN");
         return;
@@ -1353,8 +1297,7 @@ void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint
         }
     }
     c->send_left -= n;
-    if (!(flags & PROTO_F_MORE))
-        c->sending = 0;
+    if (!(flags & PROTO_F_MORE)) c->sending = 0;
     c->tx_taken += n;
     brk_q_tx(w, n, (flags & PROTO_F_BEGIN) != 0);
     char qwhy[200];
@@ -1364,10 +1307,8 @@ void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint
         return;
     }
     if (c->st == C_OPEN && c->ws && !c->worker_closed) {
-        if (n)
-            ws_send_data(c->ws, p, n);
-        if (out_overflow(c))
-            return;
+        if (n) ws_send_data(c->ws, p, n);
+        if (out_overflow(c)) return;
         /* Small messages are written once per intake round (one send(2) and
          * one TX_CREDIT for a whole batch), large output at once. */
         if (ws_out_pending(c->ws) < SEND_BATCH_BYTES && !c->flush_queued &&
@@ -1375,8 +1316,7 @@ void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint
             c->flush_queued = 1;
         } else if (!c->flush_queued || ws_out_pending(c->ws) >= SEND_BATCH_BYTES) {
             flush_out(c);
-            if (!c->freed)
-                update_interest(c);
+            if (!c->freed) update_interest(c);
         }
     } else {
         /* The connection is ending: the data goes nowhere, the window comes
@@ -1393,11 +1333,9 @@ void brk_conn_on_ping(struct brk_conn *c, const uint8_t *p, uint32_t n)
     }
     if (c->st == C_OPEN && c->ws && ws_state(c->ws) == WS_OPEN) {
         ws_ping(c->ws, p, n);
-        if (out_overflow(c))
-            return;
+        if (out_overflow(c)) return;
         flush_out(c);
-        if (!c->freed)
-            update_interest(c);
+        if (!c->freed) update_interest(c);
     }
 }
 
@@ -1433,8 +1371,7 @@ void brk_conn_on_close(struct brk_conn *c, const uint8_t *p, uint32_t n)
     if (ws_state(c->ws) == WS_OPEN) {
         ws_close(c->ws, pc.code, (const char *)p + sizeof pc, pc.reason_len);
         flush_out(c);
-        if (c->freed)
-            return;
+        if (c->freed) return;
         update_interest(c);
         brk_timer_start(B(c)->loop, &c->close_timer,
                         brk_now_ns() + (int64_t)CLOSE_WAIT_MS * 1000000, on_close_timeout);

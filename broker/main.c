@@ -80,8 +80,7 @@ static int parse_size(const char *s, uint64_t *out)
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return -1;
+    if (errno || end == s) return -1;
     uint64_t mul = 1;
     if (*end == 'K' || *end == 'k')
         mul = 1024, end++;
@@ -89,8 +88,7 @@ static int parse_size(const char *s, uint64_t *out)
         mul = 1024 * 1024, end++;
     else if (*end == 'G' || *end == 'g')
         mul = 1024ull * 1024 * 1024, end++;
-    if (*end)
-        return -1;
+    if (*end) return -1;
     *out = v * mul;
     return 0;
 }
@@ -98,8 +96,7 @@ static int parse_size(const char *s, uint64_t *out)
 static void on_run_end(struct brk *b, struct brk_worker *w)
 {
     (void)w;
-    if (b->n_workers == 0)
-        brk_loop_stop(b->loop);
+    if (b->n_workers == 0) brk_loop_stop(b->loop);
 }
 
 struct sigwatch {
@@ -139,8 +136,7 @@ static char *read_file(const char *path, size_t *len, char *err, size_t cap)
             return NULL;
         }
         n += fread(buf + n, 1, c - n, f);
-        if (n < c)
-            break;
+        if (n < c) break;
         if (c >= 64u << 20) {
             fclose(f);
             free(buf);
@@ -165,8 +161,7 @@ static char *default_worker_path(void)
 {
     static char path[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", path, sizeof path - 16);
-    if (n <= 0)
-        return "worker";
+    if (n <= 0) return "worker";
     path[n] = 0;
     char *slash = strrchr(path, '/');
     strcpy(slash ? slash + 1 : path, "worker");
@@ -293,16 +288,14 @@ static int cmd_run(int argc, char **argv)
         fputs(usage_run, stderr);
         return 64;
     }
-    if (!b.cfg.worker_path)
-        b.cfg.worker_path = default_worker_path();
+    if (!b.cfg.worker_path) b.cfg.worker_path = default_worker_path();
     size_t len;
     char *src = read_file(script, &len, err, sizeof err);
     if (!src) {
         fprintf(stderr, "broker run: %s\n", err);
         return 64;
     }
-    if (broker_init(&b) != 0)
-        return 5;
+    if (broker_init(&b) != 0) return 5;
     b.on_worker_end = on_run_end;
 
     sigset_t set;
@@ -479,8 +472,7 @@ static int cmd_policy(int argc, char **argv)
     int rc = 1;
     printf("tenant %s (%s:%d)\n", t->name, config, t->line);
     if (brk_url_parse(url, strlen(url), &u, err, sizeof err) != 0) {
-        printf("URL: invalid: %s\n=> DENY (INVALID: the broker refuses it before any rule)\n",
-               err);
+        printf("URL: invalid: %s\n=> DENY (INVALID: the broker refuses it before any rule)\n", err);
         brk_cfg_free(cfg);
         return 1;
     }
@@ -567,16 +559,11 @@ int main(int argc, char **argv)
         fputs(usage_top, argc < 2 ? stderr : stdout);
         return argc < 2 ? 64 : 0;
     }
-    if (!strcmp(argv[1], "run"))
-        return cmd_run(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "serve"))
-        return cmd_serve(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "policy"))
-        return cmd_policy(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "admin"))
-        return cmd_admin(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "demo-server"))
-        return brk_demo_server_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "policy")) return cmd_policy(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "admin")) return cmd_admin(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "demo-server")) return brk_demo_server_main(argc - 1, argv + 1);
     fprintf(stderr, "broker: unknown command '%s' (see broker --help)\n", argv[1]);
     return 64;
 }

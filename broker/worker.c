@@ -45,8 +45,7 @@ const char *brk_wend_name(enum brk_wend e)
 
 void brk_log(struct brk *b, const char *fmt, ...)
 {
-    if (b->cfg.quiet)
-        return;
+    if (b->cfg.quiet) return;
     va_list ap;
     va_start(ap, fmt);
     fputs("broker: ", stderr);
@@ -57,8 +56,7 @@ void brk_log(struct brk *b, const char *fmt, ...)
 
 void brk_info(struct brk *b, const char *fmt, ...)
 {
-    if (b->cfg.quiet || !b->cfg.verbose)
-        return;
+    if (b->cfg.quiet || !b->cfg.verbose) return;
     va_list ap;
     va_start(ap, fmt);
     fputs("broker: ", stderr);
@@ -98,8 +96,7 @@ static int map_grow(struct brk_connmap *m)
     }
     for (uint32_t i = 0; i < m->cap; i++) {
         uint32_t k = m->keys[i];
-        if (k == 0 || k == MAP_DELETED)
-            continue;
+        if (k == 0 || k == MAP_DELETED) continue;
         uint32_t j = map_hash(k) & (cap - 1);
         while (keys[j])
             j = (j + 1) & (cap - 1);
@@ -117,13 +114,11 @@ static int map_grow(struct brk_connmap *m)
 
 int brk_connmap_put(struct brk_connmap *m, uint32_t id, struct brk_conn *c)
 {
-    if ((m->used + 1) * 4 >= m->cap * 3 && map_grow(m) < 0)
-        return -1;
+    if ((m->used + 1) * 4 >= m->cap * 3 && map_grow(m) < 0) return -1;
     uint32_t j = map_hash(id) & (m->cap - 1);
     while (m->keys[j] && m->keys[j] != MAP_DELETED)
         j = (j + 1) & (m->cap - 1);
-    if (m->keys[j] == 0)
-        m->used++;
+    if (m->keys[j] == 0) m->used++;
     m->keys[j] = id;
     m->vals[j] = c;
     m->n++;
@@ -132,12 +127,10 @@ int brk_connmap_put(struct brk_connmap *m, uint32_t id, struct brk_conn *c)
 
 static int64_t map_find(const struct brk_connmap *m, uint32_t id)
 {
-    if (!m->cap || id == 0 || id == MAP_DELETED)
-        return -1;
+    if (!m->cap || id == 0 || id == MAP_DELETED) return -1;
     uint32_t j = map_hash(id) & (m->cap - 1);
     while (m->keys[j]) {
-        if (m->keys[j] == id)
-            return j;
+        if (m->keys[j] == id) return j;
         j = (j + 1) & (m->cap - 1);
     }
     return -1;
@@ -152,8 +145,7 @@ struct brk_conn *brk_connmap_get(const struct brk_connmap *m, uint32_t id)
 void brk_connmap_del(struct brk_connmap *m, uint32_t id)
 {
     int64_t j = map_find(m, id);
-    if (j < 0)
-        return;
+    if (j < 0) return;
     m->keys[j] = MAP_DELETED;
     m->vals[j] = NULL;
     m->n--;
@@ -170,8 +162,7 @@ void brk_connmap_free(struct brk_connmap *m)
 
 void brk_worker_publish(struct brk_worker *w)
 {
-    if (w->state != BRK_W_DEAD)
-        shm_tx_publish(&w->link.tx);
+    if (w->state != BRK_W_DEAD) shm_tx_publish(&w->link.tx);
 }
 
 /* Writes one record made of two payload pieces; SHM_EAGAIN when full. */
@@ -180,12 +171,9 @@ static int ring_write2(struct brk_worker *w, uint16_t type, uint16_t flags, uint
 {
     void *dst;
     int rc = shm_tx_reserve(&w->link.tx, n1 + n2, &dst);
-    if (rc < 0)
-        return rc;
-    if (n1)
-        memcpy(dst, p1, n1);
-    if (n2)
-        memcpy((uint8_t *)dst + n1, p2, n2);
+    if (rc < 0) return rc;
+    if (n1) memcpy(dst, p1, n1);
+    if (n2) memcpy((uint8_t *)dst + n1, p2, n2);
     shm_tx_commit(&w->link.tx, type, flags, conn);
     return 0;
 }
@@ -200,8 +188,7 @@ uint32_t brk_conn_head_len(const struct brk_conn *c);
 
 static void block_conn(struct brk_worker *w, struct brk_conn *c)
 {
-    if (brk_conn_is_blocked(c))
-        return;
+    if (brk_conn_is_blocked(c)) return;
     brk_conn_set_blocked(c, 1);
     brk_conn_set_next_blocked(c, NULL);
     if (w->blocked_tail)
@@ -219,20 +206,15 @@ static void block_conn(struct brk_worker *w, struct brk_conn *c)
 int brk_emit(struct brk_worker *w, struct brk_conn *c, uint16_t type, uint16_t flags,
              const void *p1, uint32_t n1, const void *p2, uint32_t n2)
 {
-    if (w->state == BRK_W_DEAD)
-        return -1;
+    if (w->state == BRK_W_DEAD) return -1;
     uint32_t conn = c ? brk_conn_id(c) : 0;
     if (!c || brk_conn_outbox_empty(c)) {
         int rc = ring_write2(w, type, flags, conn, p1, n1, p2, n2);
-        if (rc == 0)
-            return 0;
-        if (rc != SHM_EAGAIN)
-            return rc;
-        if (!c)
-            return rc; /* worker-wide records are retried by their callers */
+        if (rc == 0) return 0;
+        if (rc != SHM_EAGAIN) return rc;
+        if (!c) return rc; /* worker-wide records are retried by their callers */
     }
-    if (brk_conn_outbox_add(c, type, flags, p1, n1, p2, n2) < 0)
-        return -1;
+    if (brk_conn_outbox_add(c, type, flags, p1, n1, p2, n2) < 0) return -1;
     w->outbox_bytes += 8 + (size_t)n1 + n2; /* as conn.c stores it */
     block_conn(w, c);
     return 0;
@@ -251,19 +233,15 @@ static void flush_blocked(struct brk_worker *w)
     for (;;) {
         while (w->blocked_head) {
             struct brk_conn *c = w->blocked_head;
-            if (!brk_conn_flush(c))
-                break;
+            if (!brk_conn_flush(c)) break;
             w->blocked_head = brk_conn_next_blocked(c);
-            if (!w->blocked_head)
-                w->blocked_tail = NULL;
+            if (!w->blocked_head) w->blocked_tail = NULL;
             brk_conn_set_blocked(c, 0);
         }
-        if (!w->blocked_head)
-            return;
+        if (!w->blocked_head) return;
         /* Still full: sleep until the worker frees room for the first
          * waiting record, unless it already has (then try again). */
-        if (shm_tx_prepare_wait(&w->link.tx, brk_conn_head_len(w->blocked_head)) != 1)
-            return;
+        if (shm_tx_prepare_wait(&w->link.tx, brk_conn_head_len(w->blocked_head)) != 1) return;
     }
 }
 
@@ -276,19 +254,16 @@ void brk_worker_outbox_drained(struct brk_worker *w, size_t n)
 /* A connection is being freed: take it off the blocked list. */
 void brk_worker_unblock(struct brk_worker *w, struct brk_conn *c)
 {
-    if (!brk_conn_is_blocked(c))
-        return;
+    if (!brk_conn_is_blocked(c)) return;
     struct brk_conn *prev = NULL;
     for (struct brk_conn *it = w->blocked_head; it; prev = it, it = brk_conn_next_blocked(it)) {
-        if (it != c)
-            continue;
+        if (it != c) continue;
         struct brk_conn *next = brk_conn_next_blocked(c);
         if (prev)
             brk_conn_set_next_blocked(prev, next);
         else
             w->blocked_head = next;
-        if (w->blocked_tail == c)
-            w->blocked_tail = prev;
+        if (w->blocked_tail == c) w->blocked_tail = prev;
         break;
     }
     brk_conn_set_blocked(c, 0);
@@ -298,12 +273,10 @@ void brk_worker_unblock(struct brk_worker *w, struct brk_conn *c)
 
 static void send_script(struct brk_worker *w)
 {
-    if (!w->script || w->script_sent >= w->script_len)
-        return;
+    if (!w->script || w->script_sent >= w->script_len) return;
     int rc = shm_tx_write_chunks(&w->link.tx, PROTO_SCRIPT, 0, 0, w->script, w->script_len,
                                  &w->script_sent);
-    if (rc == SHM_EAGAIN)
-        shm_tx_prepare_wait(&w->link.tx, REPLY_RESERVE);
+    if (rc == SHM_EAGAIN) shm_tx_prepare_wait(&w->link.tx, REPLY_RESERVE);
     brk_worker_publish(w);
     if (w->script_sent >= w->script_len) {
         free(w->script);
@@ -317,16 +290,14 @@ static void close_all_conns(struct brk_worker *w, int code, const char *why)
 {
     for (uint32_t i = 0; i < w->conns.cap; i++) {
         uint32_t k = w->conns.keys[i];
-        if (k == 0 || k == MAP_DELETED)
-            continue;
+        if (k == 0 || k == MAP_DELETED) continue;
         brk_conn_abort(w->conns.vals[i], code, why);
     }
 }
 
 void brk_worker_kill(struct brk_worker *w, enum brk_wend why, const char *fmt, ...)
 {
-    if (w->killed || w->state == BRK_W_DEAD)
-        return;
+    if (w->killed || w->state == BRK_W_DEAD) return;
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -344,8 +315,7 @@ void brk_worker_kill(struct brk_worker *w, enum brk_wend why, const char *fmt, .
 
 void brk_worker_shutdown(struct brk_worker *w, int code, const char *why)
 {
-    if (w->state == BRK_W_DEAD || w->killed)
-        return;
+    if (w->state == BRK_W_DEAD || w->killed) return;
     uint16_t c = (uint16_t)code;
     brk_emit(w, NULL, PROTO_SHUTDOWN, 0, &c, sizeof c, NULL, 0);
     brk_worker_publish(w);
@@ -390,12 +360,18 @@ static void drain_dead(struct brk_worker *w)
 static const char *startup_failure(int status)
 {
     switch (status) {
-    case 10: return "start-up failed: bad worker arguments";
-    case 11: return "start-up failed: cannot map the rings";
-    case 12: return "start-up failed: sandbox could not be set up (no script ran)";
-    case 13: return "start-up failed: cannot create the Lua runtime";
-    case 14: return "start-up failed: no script received";
-    default: return "exited before READY";
+    case 10:
+        return "start-up failed: bad worker arguments";
+    case 11:
+        return "start-up failed: cannot map the rings";
+    case 12:
+        return "start-up failed: sandbox could not be set up (no script ran)";
+    case 13:
+        return "start-up failed: cannot create the Lua runtime";
+    case 14:
+        return "start-up failed: no script received";
+    default:
+        return "exited before READY";
     }
 }
 
@@ -405,17 +381,15 @@ static void on_pidfd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
     struct brk *b = w->b;
     siginfo_t si;
     memset(&si, 0, sizeof si);
-    if (waitid(P_PIDFD, (id_t)w->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
-        return;
+    if (waitid(P_PIDFD, (id_t)w->pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0) return;
     brk_io_stop(loop, &w->pid_io);
     brk_io_stop(loop, &w->efd_io);
     brk_timer_stop(loop, &w->ready_timer);
     brk_timer_stop(loop, &w->wall_timer);
-    if (!w->killed && w->state != BRK_W_STARTING)
-        drain_dead(w);
+    if (!w->killed && w->state != BRK_W_STARTING) drain_dead(w);
     if (!w->killed && w->state == BRK_W_STARTING && !w->why)
-        w->why = strdup(si.si_code == CLD_EXITED ? startup_failure(si.si_status)
-                                                 : "died before READY");
+        w->why =
+            strdup(si.si_code == CLD_EXITED ? startup_failure(si.si_status) : "died before READY");
     if (!w->killed) {
         if (si.si_code == CLD_EXITED) {
             if (w->exit_status == PROTO_EXIT_OK && si.si_status == 0)
@@ -447,12 +421,12 @@ static void on_pidfd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
     w->state = BRK_W_DEAD;
     close(w->pidfd);
     w->pidfd = -1;
-    b->last_status = w->end == BRK_WEND_NORMAL ? 0
-                     : w->end == BRK_WEND_SCRIPT_ERROR ? 1
-                     : w->end == BRK_WEND_MEMORY ? 2
-                     : w->end == BRK_WEND_CPU || w->end == BRK_WEND_WALL ? 3
+    b->last_status = w->end == BRK_WEND_NORMAL                                    ? 0
+                     : w->end == BRK_WEND_SCRIPT_ERROR                            ? 1
+                     : w->end == BRK_WEND_MEMORY                                  ? 2
+                     : w->end == BRK_WEND_CPU || w->end == BRK_WEND_WALL          ? 3
                      : w->end == BRK_WEND_SECCOMP || w->end == BRK_WEND_VIOLATION ? 4
-                     : 5;
+                                                                                  : 5;
     /* unlink */
     for (struct brk_worker **pp = &b->workers; *pp; pp = &(*pp)->next) {
         if (*pp == w) {
@@ -461,8 +435,7 @@ static void on_pidfd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
         }
     }
     b->n_workers--;
-    if (b->on_worker_end)
-        b->on_worker_end(b, w);
+    if (b->on_worker_end) b->on_worker_end(b, w);
     brk_defer(loop, free_worker, w);
 }
 
@@ -541,8 +514,8 @@ static int handle_record(struct brk_worker *w, const struct shm_rec *h, const ui
         w->state = BRK_W_RUNNING;
         brk_timer_stop(b->loop, &w->ready_timer);
         if (w->wall_ms)
-            brk_timer_start(b->loop, &w->wall_timer,
-                            brk_now_ns() + (int64_t)w->wall_ms * 1000000, on_wall_timeout);
+            brk_timer_start(b->loop, &w->wall_timer, brk_now_ns() + (int64_t)w->wall_ms * 1000000,
+                            on_wall_timeout);
         if (b->cfg.verbose && !b->cfg.quiet) {
             /* Worker text: printable ASCII only on the operator's terminal. */
             char txt[1025];
@@ -596,8 +569,10 @@ static int handle_record(struct brk_worker *w, const struct shm_rec *h, const ui
     case PROTO_CLOSE:
     case PROTO_CREDIT: {
         if (w->state != BRK_W_RUNNING || h->conn == 0 || h->conn > w->last_conn_id) {
-            brk_worker_kill(w, BRK_WEND_VIOLATION, "record type %u for connection id %u it never "
-                            "opened", h->type, h->conn);
+            brk_worker_kill(w, BRK_WEND_VIOLATION,
+                            "record type %u for connection id %u it never "
+                            "opened",
+                            h->type, h->conn);
             return -1;
         }
         struct brk_conn *c = brk_connmap_get(&w->conns, h->conn);
@@ -606,8 +581,8 @@ static int handle_record(struct brk_worker *w, const struct shm_rec *h, const ui
              * the worker after it wrote this: tell it, do not punish. */
             if (h->type == PROTO_PING || h->type == PROTO_CLOSE ||
                 (h->type == PROTO_SEND && (h->flags & PROTO_F_BEGIN))) {
-                struct proto_error e = {.kind = PROTO_EK_INTERNAL, .retryable = 0,
-                                        .op = (uint8_t)h->type};
+                struct proto_error e = {
+                    .kind = PROTO_EK_INTERNAL, .retryable = 0, .op = (uint8_t)h->type};
                 const char *m = "invalid connection id (the connection is closed)";
                 e.msg_len = (uint16_t)strlen(m);
                 brk_emit(w, NULL, PROTO_OP_ERROR, 0, &e, sizeof e, m, e.msg_len);
@@ -662,8 +637,7 @@ static void intake(struct brk_worker *w)
                 brk_worker_kill(w, BRK_WEND_VIOLATION, "ring: %s", shm_strerror(r));
                 return;
             }
-            if (r == 0 || w->outbox_bytes > OUTBOX_LIMIT)
-                break;
+            if (r == 0 || w->outbox_bytes > OUTBOX_LIMIT) break;
             flush_blocked(w);
             continue;
         }
@@ -689,14 +663,12 @@ static void intake(struct brk_worker *w)
                 brk_worker_kill(w, BRK_WEND_VIOLATION, "ring: %s", shm_strerror(rc));
                 return;
             }
-            if (rc == 0)
-                break;
+            if (rc == 0) break;
             shm_rx_end_wait(&l->rx);
             continue;
         }
         n++;
-        if (handle_record(w, &h, w->rec) < 0)
-            return;
+        if (handle_record(w, &h, w->rec) < 0) return;
     }
     if (w->state != BRK_W_DEAD) {
         shm_rx_release(&l->rx);
@@ -719,10 +691,9 @@ struct brk_worker *brk_worker_spawn(struct brk *b, const char *name, const char 
     return brk_worker_spawn_ex(b, name, src, len, &lim, NULL, NULL, err);
 }
 
-struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const char *src,
-                                       size_t len, const struct brk_wlimits *lim,
-                                       struct brk_tenant *tenant, struct brk_unit *unit,
-                                       const char **err)
+struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const char *src, size_t len,
+                                       const struct brk_wlimits *lim, struct brk_tenant *tenant,
+                                       struct brk_unit *unit, const char **err)
 {
     struct brk_worker *w = calloc(1, sizeof *w);
     if (!w) {
@@ -772,8 +743,10 @@ struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const ch
     snprintf(a_mem, sizeof a_mem, "%llu", (unsigned long long)lim->mem);
     snprintf(a_cpu, sizeof a_cpu, "%llu", (unsigned long long)lim->cpu_ms);
     snprintf(a_pid, sizeof a_pid, "%d", (int)getpid());
-    char *argv[] = {"worker", "--mem", a_mem, "--cpu-ms", a_cpu, "--broker-pid", a_pid,
-                    b->cfg.no_namespaces ? "--no-namespaces" : NULL, NULL};
+    char *argv[] = {
+        "worker", "--mem",        a_mem, "--cpu-ms",
+        a_cpu,    "--broker-pid", a_pid, b->cfg.no_namespaces ? "--no-namespaces" : NULL,
+        NULL};
     char *envp[] = {NULL};
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -785,15 +758,13 @@ struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const ch
     if (pid == 0) {
         /* Child: only the four link descriptors survive, as fds 3..6. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(120);
+        if (getppid() != parent) _exit(120);
         int src_fds[4] = {fds.region_b, fds.region_w, fds.efd_worker, fds.efd_broker};
         int tmp[4];
         for (int i = 0; i < 4; i++)
             tmp[i] = fcntl(src_fds[i], F_DUPFD_CLOEXEC, 100);
         for (int i = 0; i < 4; i++)
-            if (tmp[i] < 0 || dup2(tmp[i], 3 + i) < 0)
-                _exit(121);
+            if (tmp[i] < 0 || dup2(tmp[i], 3 + i) < 0) _exit(121);
         syscall(SYS_close_range, 0, 2, 0);
         syscall(SYS_close_range, 7, ~0U, 0);
         sigset_t none;
@@ -821,8 +792,8 @@ struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const ch
     /* The worker must be told when records arrive before it sleeps, and we
      * want to hear about its first records. */
     shm_rx_prepare_wait(&w->link.rx);
-    brk_timer_start(b->loop, &w->ready_timer,
-                    brk_now_ns() + (int64_t)b->cfg.ready_ms * 1000000, on_ready_timeout);
+    brk_timer_start(b->loop, &w->ready_timer, brk_now_ns() + (int64_t)b->cfg.ready_ms * 1000000,
+                    on_ready_timeout);
     w->next = b->workers;
     b->workers = w;
     b->n_workers++;
