@@ -376,7 +376,7 @@ def components():
     out("### Components")
     out()
     for tool, args in (("bench_ring", []), ("bench_ws", ["32"]), ("bench_spawn", ["40"]),
-                      ("bench_broker", [])):
+                      ("bench_seccomp", ["50000"]), ("bench_broker", [])):
         path = os.path.join(BUILD, tool)
         if not os.path.exists(path):
             out("(%s not built)" % tool)
@@ -389,6 +389,23 @@ def components():
             text = "%s: timed out\n" % tool
         out("```")
         for line in text.rstrip().splitlines():
+            out(line)
+        out("```")
+        out()
+    # Soak: a million messages through one connection and a thousand
+    # connect/close cycles through one worker, memory read from /proc.
+    soak = os.path.join(ROOT, "tests", "soak", "run.sh")
+    if os.path.exists(soak):
+        try:
+            r = subprocess.run([soak], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                               env=dict(os.environ, BUILD=BUILD))
+            lines = [l for l in r.stdout.splitlines() if l.startswith(("soak:", "#"))]
+        except subprocess.TimeoutExpired:
+            lines = ["soak: timed out"]
+        out("Soak (tests/soak/run.sh):")
+        out()
+        out("```")
+        for line in lines:
             out(line)
         out("```")
         out()
