@@ -10,6 +10,8 @@
 #include "broker/broker.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <linux/sched.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -400,6 +402,8 @@ static void on_pidfd(struct brk_loop *loop, struct brk_io *io, uint32_t events)
                 w->end = BRK_WEND_CPU;
             else if (w->exit_status == PROTO_EXIT_ERROR)
                 w->end = BRK_WEND_SCRIPT_ERROR;
+            else if (w->exit_status < 0 && si.si_status == SIGXCPU)
+                w->end = BRK_WEND_CPU; /* RLIMIT_CPU in a PID namespace (worker/main.c) */
             else
                 w->end = BRK_WEND_CRASH;
         } else if (si.si_status == SIGSYS) {
@@ -743,14 +747,35 @@ struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const ch
     snprintf(a_mem, sizeof a_mem, "%llu", (unsigned long long)lim->mem);
     snprintf(a_cpu, sizeof a_cpu, "%llu", (unsigned long long)lim->cpu_ms);
     snprintf(a_pid, sizeof a_pid, "%d", (int)getpid());
-    char *argv[] = {
-        "worker", "--mem",        a_mem, "--cpu-ms",
-        a_cpu,    "--broker-pid", a_pid, b->cfg.no_namespaces ? "--no-namespaces" : NULL,
-        NULL};
+    char *argv[10] = {"worker", "--mem", a_mem, "--cpu-ms", a_cpu, "--broker-pid", a_pid};
+    int argc = 7;
+    if (b->cfg.no_namespaces) argv[argc++] = "--no-namespaces";
     char *envp[] = {NULL};
     pid_t parent = getpid();
-    pid_t pid = fork();
+    /* Ask to be woken by the worker's first records before it can write
+     * any (it may be faster than the rest of this function). */
+    shm_rx_prepare_wait(&w->link.rx);
+    /* The worker gets a PID namespace of its own when the broker may create
+     * one (and namespaces are wanted): it is then its namespace's init and
+     * sees no other process. The broker's own pidfd lets the child check,
+     * after setting its parent-death signal, that the broker is still alive
+     * (getppid() is 0 across the namespace boundary). */
+    int self_pidfd = -1;
+    pid_t pid = -1;
+    if (!b->cfg.no_namespaces) {
+        self_pidfd = (int)syscall(SYS_pidfd_open, parent, 0);
+        struct clone_args ca;
+        memset(&ca, 0, sizeof ca);
+        ca.flags = CLONE_NEWPID;
+        ca.exit_signal = SIGCHLD;
+        if (self_pidfd >= 0) pid = (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
+    }
+    int in_pidns = pid >= 0;
+    if (in_pidns) argv[argc++] = "--pid-namespace";
+    argv[argc] = NULL;
+    if (!in_pidns) pid = fork();
     if (pid < 0) {
+        if (self_pidfd >= 0) close(self_pidfd);
         *err = "fork failed";
         free_worker(w);
         return NULL;
@@ -758,7 +783,12 @@ struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const ch
     if (pid == 0) {
         /* Child: only the four link descriptors survive, as fds 3..6. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) _exit(120);
+        if (in_pidns) {
+            struct pollfd pf = {.fd = self_pidfd, .events = POLLIN};
+            if (poll(&pf, 1, 0) != 0) _exit(120); /* the broker already ended */
+        } else if (getppid() != parent) {
+            _exit(120);
+        }
         int src_fds[4] = {fds.region_b, fds.region_w, fds.efd_worker, fds.efd_broker};
         int tmp[4];
         for (int i = 0; i < 4; i++)
@@ -775,6 +805,7 @@ struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const ch
         _exit(122);
     }
     w->pid = pid;
+    if (self_pidfd >= 0) close(self_pidfd);
     shm_link_close_regions(&w->link); /* the mappings stay; the worker has its copies */
     w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (w->pidfd < 0) {
@@ -789,9 +820,9 @@ struct brk_worker *brk_worker_spawn_ex(struct brk *b, const char *name, const ch
     w->pid_io = (struct brk_io){.fd = w->pidfd, .fn = on_pidfd};
     brk_io_set(b->loop, &w->efd_io, EPOLLIN);
     brk_io_set(b->loop, &w->pid_io, EPOLLIN);
-    /* The worker must be told when records arrive before it sleeps, and we
-     * want to hear about its first records. */
-    shm_rx_prepare_wait(&w->link.rx);
+    /* If the worker's first records (READY) came before the wants-data flag
+     * set above was seen, make sure they are read: wake ourselves. */
+    if (shm_rx_prepare_wait(&w->link.rx) != 0) shm_efd_signal(w->link.own_efd);
     brk_timer_start(b->loop, &w->ready_timer, brk_now_ns() + (int64_t)b->cfg.ready_ms * 1000000,
                     on_ready_timeout);
     w->next = b->workers;

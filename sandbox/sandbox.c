@@ -289,8 +289,9 @@ static int set_limits(const struct sbx_opts *o, size_t nopen, struct sbx_log *lg
 
 /* Parent-death signal, then the parent check (after setting it, so a broker
  * that died earlier is noticed: we would have been re-parented). */
-static int bind_parent(pid_t broker)
+static int bind_parent(pid_t broker, int in_pid_ns)
 {
+    if (in_pid_ns) broker = 0; /* getppid() is 0 across the namespace boundary */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) return -errno;
     if (broker > 0 && getppid() != broker) return -ESRCH;
     return 0;
@@ -316,7 +317,7 @@ int sbx_prepare(const struct sbx_opts *o, char *log, size_t logcap)
     if (rc != 0) return rc;
     log_add(&lg, "fds closed (kept %zu, %s)", n, how);
 
-    rc = bind_parent(o->broker_pid);
+    rc = bind_parent(o->broker_pid, o->in_pid_ns);
     if (rc != 0) {
         log_add(&lg, "parent is not the broker");
         return rc;
@@ -330,12 +331,16 @@ int sbx_prepare(const struct sbx_opts *o, char *log, size_t logcap)
         log_add(&lg, "namespaces: not requested");
     rc = drop_caps(&lg);
     if (rc != 0) return rc;
-    rc = bind_parent(o->broker_pid);
+    rc = bind_parent(o->broker_pid, o->in_pid_ns);
     if (rc != 0) {
         log_add(&lg, "parent is not the broker");
         return rc;
     }
-    log_add(&lg, o->broker_pid > 0 ? "pdeathsig; parent checked" : "pdeathsig (parent unchecked)");
+    if (o->in_pid_ns)
+        log_add(&lg, "pid namespace (init; parent checked by the broker before exec); pdeathsig");
+    else
+        log_add(&lg,
+                o->broker_pid > 0 ? "pdeathsig; parent checked" : "pdeathsig (parent unchecked)");
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return -errno;
     log_add(&lg, "not dumpable");
     return set_limits(o, n, &lg);

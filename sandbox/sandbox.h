@@ -40,6 +40,10 @@ struct sbx_opts {
                              = soft + 1 (SIGKILL); 0 = leave as is */
     int try_namespaces;   /* 1: enter new user/net/ipc/uts/mount namespaces
                              with an empty read-only root when the kernel allows */
+    int in_pid_ns;        /* 1: started by the broker as the init of a new PID
+                             namespace; getppid() is 0 there, so the parent
+                             check was made by the broker before exec (with
+                             a pidfd of itself) and is not repeated here */
 };
 
 /* The start-up steps before the Lua state exists, in this order:

@@ -12,6 +12,7 @@
  *
  * Exit status: the script's (0 ok, 1 error, 2 memory cap, 3 CPU budget);
  * 10+ for start-up failures, which the broker reports as a crash. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,15 @@ const char *__asan_default_options(void)
 }
 #endif
 
+/* As the init of a PID namespace the worker would ignore SIGXCPU (the
+ * kernel drops default-action signals to a namespace init), so RLIMIT_CPU's
+ * soft limit gets a handler that ends the process the same way the default
+ * action would have been reported: exit status SIGXCPU, no EXIT record. */
+static void on_sigxcpu(int sig)
+{
+    _exit(sig);
+}
+
 static uint64_t num_arg(const char *s)
 {
     char *end;
@@ -57,6 +67,7 @@ int main(int argc, char **argv)
     uint64_t mem = 64u << 20, cpu_ms = 0;
     pid_t broker = 0;
     int try_ns = 1;
+    int pidns = 0; /* started as the init of its own PID namespace */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mem") && i + 1 < argc)
             mem = num_arg(argv[++i]);
@@ -66,6 +77,8 @@ int main(int argc, char **argv)
             broker = (pid_t)num_arg(argv[++i]);
         else if (!strcmp(argv[i], "--no-namespaces"))
             try_ns = 0;
+        else if (!strcmp(argv[i], "--pid-namespace"))
+            pidns = 1;
         else
             _exit(EXIT_USAGE);
     }
@@ -84,9 +97,16 @@ int main(int argc, char **argv)
     struct sbx_opts so = {.keep_fds = keep,
                           .n_keep = 2,
                           .broker_pid = broker,
+                          .in_pid_ns = pidns,
                           .mem_bytes = as_cap,
                           .cpu_seconds = cpu_ms ? (cpu_ms + 999) / 1000 + 1 : 0,
                           .try_namespaces = try_ns};
+    if (pidns) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigxcpu;
+        sigaction(SIGXCPU, &sa, NULL);
+    }
     if (sbx_prepare(&so, log, sizeof log) != 0) _exit(EXIT_SANDBOX);
 
     struct rt_config cfg = {.mem_limit = mem, .cpu_limit_ms = cpu_ms};

@@ -281,6 +281,19 @@ EOF
         else
             not_ok "hygiene: namespaces" "the ready line gives no namespace verdict" "$TMP/hygiene.err"
         fi
+        # PID namespace: when the broker could make one, the worker is its
+        # init (pid 1 inside) and its pid namespace differs from ours.
+        if grep -q 'pid namespace (init' "$TMP/hygiene.err"; then
+            nspid=$(awk '/^NSpid:/ {print $2 "/" $NF}' "/proc/$wpid/status")
+            if [ "${nspid#*/}" = 1 ] &&
+                [ "$(readlink /proc/$wpid/ns/pid)" != "$(readlink /proc/self/ns/pid)" ]; then
+                ok "hygiene: own PID namespace, pid 1 inside (NSpid $nspid)"
+            else
+                not_ok "hygiene: PID namespace" "NSpid '$nspid'"
+            fi
+        else
+            echo "skip - hygiene: no PID namespace (the broker may not create one here)"
+        fi
     fi
     wait "$bpid"
     rc=$?
@@ -295,10 +308,16 @@ if selected ready_line; then
     run_broker "$TMP/ready.out" "$TMP/ready.err" --verbose "$TMP/ready.lua"
     line=$(grep 'w1 ready: ' "$TMP/ready.err")
     why=
-    for want in 'fds closed' 'pdeathsig; parent checked' 'not dumpable' 'rlimits: nproc=0' \
+    for want in 'fds closed' 'pdeathsig' 'not dumpable' 'rlimits: nproc=0' \
         'seccomp: filter active, no_new_privs, 2 fds allowed, self-probe ok'; do
         case $line in *"$want"*) ;; *) why="missing '$want'" ;; esac
     done
+    # The parent check: done by the worker (getppid), or by the broker before
+    # exec when the worker is the init of its own PID namespace.
+    case $line in
+    *'pdeathsig; parent checked'* | *'pid namespace (init; parent checked by the broker before exec)'*) ;;
+    *) why="no parent check" ;;
+    esac
     case $line in
     *'namespaces: user,net,ipc,uts,mnt'* | *'namespaces: unavailable ('*) ;;
     *) why="no namespace verdict" ;;

@@ -475,7 +475,7 @@ static int worker_mode(int argc, char **argv, int stall)
 {
     uint64_t mem = 64u << 20, cpu_ms = 0;
     pid_t broker = 0;
-    int try_ns = 1;
+    int try_ns = 1, pidns = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--mem") && i + 1 < argc)
             mem = num_arg(argv[++i]);
@@ -485,6 +485,8 @@ static int worker_mode(int argc, char **argv, int stall)
             broker = (pid_t)num_arg(argv[++i]);
         else if (!strcmp(argv[i], "--no-namespaces"))
             try_ns = 0;
+        else if (!strcmp(argv[i], "--pid-namespace"))
+            pidns = 1;
         else
             _exit(10);
     }
@@ -511,7 +513,8 @@ static int worker_mode(int argc, char **argv, int stall)
                           .broker_pid = broker,
                           .mem_bytes = as_cap,
                           .cpu_seconds = cpu_ms ? (cpu_ms + 999) / 1000 + 1 : 0,
-                          .try_namespaces = try_ns};
+                          .try_namespaces = try_ns,
+                          .in_pid_ns = pidns};
     if (sbx_prepare(&so, log, sizeof log) != 0) _exit(12);
     if (sbx_lockdown(allowed, 2, lock_log, sizeof lock_log) != 0) _exit(12);
     g_link = &link;
