@@ -44,28 +44,7 @@ mkcert good localhost DNS:localhost,IP:127.0.0.1 &&
     echo "cannot make test certificates"; echo "0 passed, 1 failed"; exit 1; }
 cat "$tmp/good.pem" "$tmp/wronghost.pem" > "$tmp/ca.pem"
 
-# start NAME COMMAND...: starts a server, waits for LISTENING, sets PORT_<NAME>.
-start() {
-    name=$1
-    shift
-    "$@" > "$tmp/$name.out" 2> "$tmp/$name.err" &
-    pid=$!
-    pids="$pids $pid"
-    i=0
-    while [ $i -lt 100 ]; do
-        port=$(sed -n 's/^LISTENING \([0-9]*\).*/\1/p' "$tmp/$name.out" | head -n 1)
-        if [ -n "$port" ]; then
-            eval "PORT_$name=$port"
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then break; fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    echo "server $name did not start:"; cat "$tmp/$name.err"
-    eval "PORT_$name="
-    return 1
-}
+. tests/lib.sh # start NAME COMMAND...
 
 start c "$BROKER" demo-server --port 0
 start fault $PY tests/faults/fault_server.py --port 0 \

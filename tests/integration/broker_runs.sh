@@ -36,29 +36,7 @@ trap cleanup EXIT INT TERM
 ok() { passed=$((passed + 1)); echo "ok - $1"; }
 not_ok() { failed=$((failed + 1)); echo "not ok - $1"; }
 
-# start NAME COMMAND...: starts a server, waits for LISTENING, sets PORT_<NAME>.
-start() {
-    name=$1
-    shift
-    : > "$tmp/$name.out"
-    "$@" > "$tmp/$name.out" 2> "$tmp/$name.err" &
-    pid=$!
-    pids="$pids $pid"
-    i=0
-    while [ $i -lt 100 ]; do
-        port=$(sed -n 's/^LISTENING \([0-9]*\).*/\1/p' "$tmp/$name.out" | head -n 1)
-        if [ -n "$port" ]; then
-            eval "PORT_$name=$port"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-        i=$((i + 1))
-    done
-    echo "server $name did not start:"; cat "$tmp/$name.err"
-    eval "PORT_$name="
-    return 1
-}
+. tests/lib.sh # start NAME COMMAND...
 
 # run_peak LOG SCRIPT BROKER-OPTIONS...: runs the script in the background,
 # samples the broker's VmHWM every 50 ms; sets PEAK_KB and RC.

@@ -43,29 +43,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     echo "cannot make the extra test certificates"; exit 1; }
 cat "$tmp/cert.pem" "$tmp/ocert.pem" > "$tmp/ca.pem"
 
-# start NAME TLS? COMMAND...: starts a server, waits for LISTENING, sets PORT_<NAME>.
-start() {
-    name=$1
-    shift
-    : > "$tmp/$name.out"
-    "$@" > "$tmp/$name.out" 2> "$tmp/$name.err" &
-    pid=$!
-    pids="$pids $pid"
-    i=0
-    while [ $i -lt 100 ]; do
-        port=$(sed -n 's/^LISTENING \([0-9]*\).*/\1/p' "$tmp/$name.out" | head -n 1)
-        if [ -n "$port" ]; then
-            eval "PORT_$name=$port"
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then break; fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    echo "server $name did not start:"; cat "$tmp/$name.err"
-    eval "PORT_$name="
-    return 1
-}
+. tests/lib.sh # start NAME COMMAND...
 
 start c "$BROKER" demo-server --port 0
 start ctls "$BROKER" demo-server --port 0 --tls "$tmp/cert.pem" "$tmp/key.pem"
