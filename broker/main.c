@@ -1,6 +1,8 @@
 /* The broker command line: `broker run` (one script, one worker, exit with
- * the script's status) and `broker demo-server` (the loopback demo/test
- * server). See `broker --help`.
+ * the script's status), `broker serve` (tenants from a config file, see
+ * serve.c), `broker policy check|explain`, `broker admin` (client of the
+ * admin socket) and `broker demo-server` (the loopback demo/test server).
+ * See `broker --help`.
  *
  * Layer: broker/. */
 #include <errno.h>
