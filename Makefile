@@ -42,6 +42,8 @@ WRK_OBJ := $(call obj,$(WRK_SRC))
 LIB_OBJ := $(SHM_OBJ) $(SBX_OBJ) $(RT_OBJ) $(BRK_OBJ) $(WRK_OBJ)
 
 .PHONY: all test check asan fuzz bench demo deps clean format unit integration
+# Keep object files of tools and benches (no "rm ..." after the test output).
+.SECONDARY:
 all: $(BUILD)/broker $(BUILD)/worker $(BUILD)/unit_tests $(TOOLS) $(BENCHES)
 
 $(BUILD)/obj/%.o: %.c

@@ -12,9 +12,14 @@
  * reported on the byte that shows it. Uncompressed payload is handed to
  * on_message directly from the caller's buffer (a frame split across feeds
  * becomes several chunks); text is validated on the way. Compressed payload
- * is inflated into a per-connection 16 KiB buffer, never asking zlib for
- * more than read_limit + 1 bytes in total, so a deflate bomb costs at most
- * the limit. Control frames (<= 125 bytes) are collected in a 125-byte
+ * is inflated into one 1 MiB scratch buffer shared by all connections of
+ * the process (the broker is single-threaded), never asking zlib for more
+ * than read_limit + 1 bytes in total, so a deflate bomb costs at most the
+ * limit. Nothing inflated stays in the scratch when rx_zdata returns: output
+ * still held at the end of a frame or of the caller's input is handed on as
+ * a non-final chunk, so no connection keeps an inflate buffer while idle. A
+ * nested ws_feed from inside a callback finds the scratch busy and falls back
+ * to a small per-connection buffer allocated on first need. Control frames (<= 125 bytes) are collected in a 125-byte
  * scratch and handled between data frames, which is how pings interleaved in
  * a fragmented message get their pongs in order. Nothing is allocated per
  * frame.
@@ -35,7 +40,8 @@
 #include "broker/ws_deflate.h"
 #include "broker/wsbuf.h"
 
-#define ZBUF_SIZE  16384 /* inflate output chunk, bytes */
+#define ZBUF_SIZE  16384     /* fallback (nested) inflate output buffer, bytes */
+#define ZSCRATCH   (1u << 20) /* shared inflate scratch, bytes */
 #define DEFAULT_HS 16384 /* default max_handshake, bytes */
 #define MAX_HDR    14    /* longest frame header: 2 + 8 length + 4 mask */
 #define RND_POOL   256   /* bytes of random pool for masking keys */
@@ -76,7 +82,7 @@ struct ws {
     char *extensions;     /* owned: server's extension header value ("" when none) */
     struct ws_pmd pmd;    /* agreed permessage-deflate parameters */
     struct ws_deflate *z; /* owned: zlib streams when pmd.on */
-    uint8_t *zbuf;        /* owned: ZBUF_SIZE inflate output buffer when pmd.on */
+    uint8_t *zbuf;        /* owned: ZBUF_SIZE fallback inflate buffer, NULL until needed */
 
     /* receive */
     int rx;               /* enum rx_state */
@@ -91,7 +97,9 @@ struct ws {
     struct ws_utf8 utf8;  /* validator state for a text message */
     uint8_t ctrl[125];    /* control frame payload */
     size_t ctrl_len;      /* bytes in ctrl */
-    size_t zfill;         /* inflated bytes in zbuf not yet delivered */
+    uint8_t *zout;        /* inflate output buffer of the running rx_zdata (scratch or zbuf) */
+    size_t zcap;          /* its size */
+    size_t zfill;         /* inflated bytes in zout not yet delivered (0 outside rx_zdata) */
     int zmore;            /* 1 when the last inflate filled its output: more may be pending */
     int zend;             /* 1 when the stream ended (BFINAL); rest of message ignored */
     size_t tail_off;      /* bytes of the 00 00 FF FF tail already fed for this message */
@@ -574,8 +582,7 @@ static ssize_t hs_parse(struct ws *w)
     if (!w->protocol || !w->extensions) return hs_fail(w, status, "out of memory");
     if (w->pmd.on) {
         w->z = ws_deflate_new(&w->pmd);
-        w->zbuf = malloc(ZBUF_SIZE);
-        if (!w->z || !w->zbuf) return hs_fail(w, status, "out of memory");
+        if (!w->z) return hs_fail(w, status, "out of memory");
     }
     ws_buf_free(&w->hs);
     w->hs_status = status;
@@ -755,14 +762,25 @@ static ssize_t utf8_fail(struct ws *w)
 
 static const uint8_t deflate_tail[4] = {0x00, 0x00, 0xFF, 0xFF};
 
+static uint8_t *zscratch; /* shared inflate output buffer (ZSCRATCH bytes), NULL until needed */
+static int zscratch_busy; /* 1 while an rx_zdata call inflates into it */
+
+/* Hands the inflated bytes held in zout on as a non-final chunk. Returns the
+ * callback's pause request. */
+static int zflush(struct ws *w)
+{
+    size_t len = w->zfill;
+    w->zfill = 0;
+    return len ? w->cb.on_message(w->cb.ctx, w->msg_op, w->zout, len, 0) : 0;
+}
+
 /* Runs the compressed payload state. Returns 1 to continue the frame loop,
  * 0 to return *off to the caller (need input or paused), or negative. */
-static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
+static ssize_t rx_zdata_run(struct ws *w, const uint8_t *p, size_t n, size_t *off)
 {
     for (;;) {
-        if (w->zfill == ZBUF_SIZE) {
-            w->zfill = 0;
-            if (w->cb.on_message(w->cb.ctx, w->msg_op, w->zbuf, ZBUF_SIZE, 0)) return 0;
+        if (w->zfill == w->zcap) {
+            if (zflush(w)) return 0;
             if (w->state == WS_CLOSED) return 0;
         }
         const uint8_t *in;
@@ -772,7 +790,10 @@ static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
             in = p + *off;
             in_n = n - *off;
             if (in_n > w->fr_left) in_n = (size_t)w->fr_left;
-            if (in_n == 0 && !w->zmore) return 0;
+            if (in_n == 0 && !w->zmore) {
+                zflush(w); /* all input used: nothing may stay in zout */
+                return 0;
+            }
         } else if (w->fr_fin && w->tail_off < 4) {
             in = deflate_tail + w->tail_off;
             in_n = 4 - w->tail_off;
@@ -787,10 +808,10 @@ static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
         if (w->zend) {
             used = in_n; /* after a BFINAL block the rest of the message is ignored */
         } else {
-            size_t cap = ZBUF_SIZE - w->zfill;
+            size_t cap = w->zcap - w->zfill;
             uint64_t rem = w->read_limit - w->msg_size;
             if (rem < cap) cap = (size_t)rem + 1;
-            int r = ws_inflate(w->z, in, in_n, &used, w->zbuf + w->zfill, cap, &made);
+            int r = ws_inflate(w->z, in, in_n, &used, w->zout + w->zfill, cap, &made);
             if (r < 0)
                 return r == WS_E_NOMEM ? fail(w, 1011, "out of memory", r)
                                        : proto_err(w, "invalid compressed data");
@@ -800,7 +821,7 @@ static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
                 if (w->msg_size > w->read_limit)
                     return fail(w, 1009, "message larger than the read limit", WS_E_TOO_BIG);
                 if (w->msg_op == WS_OP_TEXT &&
-                    ws_utf8_feed(&w->utf8, w->zbuf + w->zfill, made, NULL))
+                    ws_utf8_feed(&w->utf8, w->zout + w->zfill, made, NULL))
                     return utf8_fail(w);
                 w->zfill += made;
             }
@@ -821,7 +842,7 @@ static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
     }
     /* Frame payload consumed and inflate drained. */
     w->rx = RX_HEAD;
-    if (!w->fr_fin) return 1;
+    if (!w->fr_fin) return zflush(w) ? 0 : 1;
     if (!ws_inflate_at_boundary(w->z))
         return proto_err(w, "compressed message does not end on a deflate block boundary");
     if (w->msg_op == WS_OP_TEXT && !ws_utf8_done(&w->utf8)) return utf8_fail(w);
@@ -831,8 +852,35 @@ static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
     size_t len = w->zfill;
     w->msg_op = 0;
     w->zfill = 0;
-    if (w->cb.on_message(w->cb.ctx, op, w->zbuf, len, 1)) return 0;
+    if (w->cb.on_message(w->cb.ctx, op, w->zout, len, 1)) return 0;
     return 1;
+}
+
+/* Picks the inflate output buffer (the shared scratch unless a caller up the
+ * stack is using it) and runs the compressed payload state in it. */
+static ssize_t rx_zdata(struct ws *w, const uint8_t *p, size_t n, size_t *off)
+{
+    int own = 0;
+    if (!zscratch_busy) {
+        if (!zscratch) zscratch = malloc(ZSCRATCH);
+        own = zscratch != NULL;
+    }
+    if (own) {
+        zscratch_busy = 1;
+        w->zout = zscratch;
+        w->zcap = ZSCRATCH;
+    } else {
+        if (!w->zbuf) w->zbuf = malloc(ZBUF_SIZE);
+        if (!w->zbuf) return fail(w, 1011, "out of memory", WS_E_NOMEM);
+        w->zout = w->zbuf;
+        w->zcap = ZBUF_SIZE;
+    }
+    w->zfill = 0;
+    ssize_t r = rx_zdata_run(w, p, n, off);
+    w->zfill = 0; /* after an error; otherwise already 0 */
+    w->zout = NULL;
+    if (own) zscratch_busy = 0;
+    return r;
 }
 
 static ssize_t rx_feed(struct ws *w, const uint8_t *p, size_t n)

@@ -62,5 +62,5 @@ suite unit "$BUILD/unit_tests"
 [ -x tests/fuzz/run.sh ] && suite fuzz env FUZZ_SECONDS=${FUZZ_SECONDS:-10} tests/fuzz/run.sh
 
 echo
-echo "all suites: $passed passed, $failed failed"
+echo "total: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -267,10 +267,12 @@ static size_t mkresponse(char *out, size_t cap, const char *tmpl, const char *ac
     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"            \
     "Sec-WebSocket-Accept: %A\r\n"
 
-/* A connection opened with the given extension response line ("" none). */
-static struct ws *open_ws(struct rec *r, const struct ws_opts *o, const char *ext_line)
+/* A connection with the given callbacks opened with the given extension
+ * response line ("" none). */
+static struct ws *open_ws_cb(struct rec *r, const struct ws_opts *o, const char *ext_line,
+                             const struct ws_callbacks *cbs)
 {
-    struct ws_callbacks cb = callbacks(r);
+    struct ws_callbacks cb = *cbs;
     struct ws *w = ws_new(o, &cb);
     CU_ASSERT_FATAL(w != NULL);
     char key[64], req[2048], acc[29], tmpl[1024], resp[1100];
@@ -282,6 +284,13 @@ static struct ws *open_ws(struct rec *r, const struct ws_opts *o, const char *ex
     CU_ASSERT_EQUAL_FATAL(ws_state(w), WS_OPEN);
     CU_ASSERT_EQUAL(r->opened, 1);
     return w;
+}
+
+/* A connection recording into r, opened with the given extension line. */
+static struct ws *open_ws(struct rec *r, const struct ws_opts *o, const char *ext_line)
+{
+    struct ws_callbacks cb = callbacks(r);
+    return open_ws_cb(r, o, ext_line, &cb);
 }
 
 /* ---- feeding in every way ---- */
@@ -1385,10 +1394,101 @@ static void test_send_threshold(void)
     rec_free(&r);
 }
 
+/* Raw deflate of p[0..n) with Z_SYNC_FLUSH and without the 00 00 FF FF
+ * tail, as one message's payload; returns malloc'd bytes, length in *zn. */
+static uint8_t *zmsg(const uint8_t *p, size_t n, size_t *zn)
+{
+    size_t cap = n + 1024;
+    uint8_t *z = malloc(cap);
+    z_stream s;
+    memset(&s, 0, sizeof s);
+    CU_ASSERT_FATAL(deflateInit2(&s, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+    s.next_in = (uint8_t *)p;
+    s.avail_in = (uInt)n;
+    s.next_out = z;
+    s.avail_out = (uInt)cap;
+    CU_ASSERT(deflate(&s, Z_SYNC_FLUSH) == Z_OK);
+    *zn = cap - s.avail_out - 4;
+    deflateEnd(&s);
+    return z;
+}
+
+/* A connection whose on_message feeds a second connection (the core's
+ * shared inflate scratch is then busy: the inner one must use its own). */
+struct nest {
+    struct rec r;        /* first member: cb_msg records into it */
+    struct ws *inner;    /* connection fed from the callback */
+    const uint8_t *in;   /* bytes to feed it */
+    size_t n;            /* their length */
+    ssize_t fed;         /* ws_feed result of the nested call */
+    uint64_t seen_first; /* outer payload bytes delivered before the nested feed */
+};
+
+static int nest_msg(void *ctx, int op, const uint8_t *p, size_t n, int fin)
+{
+    struct nest *x = ctx;
+    if (x->inner) {
+        struct ws *in = x->inner;
+        x->inner = NULL;
+        x->seen_first = x->r.delivered;
+        x->fed = ws_feed(in, x->in, x->n);
+    }
+    return cb_msg(ctx, op, p, n, fin);
+}
+
+static void test_nested_compressed_receive(void)
+{
+    const size_t na = 300000, nb = 100000;
+    uint8_t *ta = malloc(na), *tb = malloc(nb);
+    for (size_t i = 0; i < na; i++)
+        ta[i] = (uint8_t)('a' + (i * 31 + i / 7) % 26);
+    for (size_t i = 0; i < nb; i++)
+        tb[i] = (uint8_t)('A' + (i * 17 + i / 5) % 26);
+    size_t za, zb;
+    uint8_t *ca = zmsg(ta, na, &za), *cb = zmsg(tb, nb, &zb);
+    uint8_t *fa = malloc(za + 16), *fb = malloc(zb + 16);
+    size_t ma = mkframe(fa, 0xC1, ca, za), mb = mkframe(fb, 0xC2, cb, zb);
+    struct ws_opts o = opts(1, 1 << 20);
+    struct nest x;
+    memset(&x, 0, sizeof x);
+    struct rec rb;
+    memset(&rb, 0, sizeof rb);
+    struct ws_callbacks cbs = callbacks(&x.r);
+    cbs.ctx = &x;
+    cbs.on_message = nest_msg;
+    struct ws *a = open_ws_cb(&x.r, &o, PMD, &cbs);
+    struct ws *b = open_ws(&rb, &o, PMD);
+    x.inner = b;
+    x.in = fb;
+    x.n = mb;
+    CU_ASSERT_EQUAL(ws_feed(a, fa, ma), (ssize_t)ma);
+    CU_ASSERT_EQUAL(x.fed, (ssize_t)mb);
+    CU_ASSERT_EQUAL(x.seen_first, 0);
+    CU_ASSERT(x.r.n_msgs == 1 && x.r.lens[0] == na && x.r.ops[0] == WS_OP_TEXT);
+    if (x.r.n_msgs == 1 && x.r.lens[0] == na) CU_ASSERT(memcmp(x.r.msgs[0], ta, na) == 0);
+    CU_ASSERT(rb.n_msgs == 1 && rb.lens[0] == nb && rb.ops[0] == WS_OP_BINARY);
+    if (rb.n_msgs == 1 && rb.lens[0] == nb) CU_ASSERT(memcmp(rb.msgs[0], tb, nb) == 0);
+    CU_ASSERT(!x.r.bad_chunk && !rb.bad_chunk);
+    /* a later message on b, not nested, still arrives intact */
+    CU_ASSERT_EQUAL(ws_feed(b, fa, ma), (ssize_t)ma);
+    CU_ASSERT(rb.n_msgs == 2 && rb.lens[1] == na);
+    if (rb.n_msgs == 2 && rb.lens[1] == na) CU_ASSERT(memcmp(rb.msgs[1], ta, na) == 0);
+    ws_free(a);
+    ws_free(b);
+    rec_free(&x.r);
+    rec_free(&rb);
+    free(fa);
+    free(fb);
+    free(ca);
+    free(cb);
+    free(ta);
+    free(tb);
+}
+
 /* Large compressed message: many output chunks, pause/resume in the middle. */
 static void test_large_compressed_receive(void)
 {
-    const size_t n = 200000;
+    const size_t n = 1300000; /* more than the core's 1 MiB inflate scratch */
     uint8_t *text = malloc(n);
     for (size_t i = 0; i < n; i++)
         text[i] = (uint8_t)('a' + (i * 31 + i / 7) % 26);
@@ -1459,6 +1559,7 @@ int suite_ws(void)
         {"masking of our frames", test_masking},
         {"send with compression threshold", test_send_threshold},
         {"large compressed message with pauses", test_large_compressed_receive},
+        {"compressed message fed from inside a callback", test_nested_compressed_receive},
         {"error texts", test_strerror},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
