@@ -12,17 +12,17 @@
  * reported on the byte that shows it. Uncompressed payload is handed to
  * on_message directly from the caller's buffer (a frame split across feeds
  * becomes several chunks); text is validated on the way. Compressed payload
- * is inflated into one 1 MiB scratch buffer shared by all connections of
+ * is inflated into one 512 KiB scratch buffer shared by all connections of
  * the process (the broker is single-threaded), never asking zlib for more
  * than read_limit + 1 bytes in total, so a deflate bomb costs at most the
  * limit. Nothing inflated stays in the scratch when rx_zdata returns: output
  * still held at the end of a frame or of the caller's input is handed on as
  * a non-final chunk, so no connection keeps an inflate buffer while idle. A
  * nested ws_feed from inside a callback finds the scratch busy and falls back
- * to a small per-connection buffer allocated on first need. Control frames (<= 125 bytes) are collected in a 125-byte
- * scratch and handled between data frames, which is how pings interleaved in
- * a fragmented message get their pongs in order. Nothing is allocated per
- * frame.
+ * to a small per-connection buffer allocated on first need. Control frames
+ * (<= 125 bytes) are collected in a 125-byte scratch and handled between
+ * data frames, which is how pings interleaved in a fragmented message get
+ * their pongs in order. Nothing is allocated per frame.
  *
  * Send path. Each frame is written once into the output buffer while being
  * masked 8 bytes at a time with a fresh key. Compressed frames are deflated
@@ -40,8 +40,11 @@
 #include "broker/ws_deflate.h"
 #include "broker/wsbuf.h"
 
-#define ZBUF_SIZE  16384     /* fallback (nested) inflate output buffer, bytes */
-#define ZSCRATCH   (1u << 20) /* shared inflate scratch, bytes */
+/* Shared inflate scratch, bytes. It is also the largest chunk handed to
+ * on_message: the broker's connection outbox stalled with 1 MiB chunks
+ * (tests/faults f_limits, see tests/BENCHMARKS.md), so it stays below that. */
+#define ZSCRATCH   (1u << 19)
+#define ZBUF_SIZE  16384 /* fallback (nested) inflate output buffer, bytes */
 #define DEFAULT_HS 16384 /* default max_handshake, bytes */
 #define MAX_HDR    14    /* longest frame header: 2 + 8 length + 4 mask */
 #define RND_POOL   256   /* bytes of random pool for masking keys */

@@ -1488,7 +1488,7 @@ static void test_nested_compressed_receive(void)
 /* Large compressed message: many output chunks, pause/resume in the middle. */
 static void test_large_compressed_receive(void)
 {
-    const size_t n = 1300000; /* more than the core's 1 MiB inflate scratch */
+    const size_t n = 1300000; /* more than the core's 512 KiB inflate scratch */
     uint8_t *text = malloc(n);
     for (size_t i = 0; i < n; i++)
         text[i] = (uint8_t)('a' + (i * 31 + i / 7) % 26);
