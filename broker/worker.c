@@ -641,8 +641,14 @@ static void intake(struct brk_worker *w)
                 brk_worker_kill(w, BRK_WEND_VIOLATION, "ring: %s", shm_strerror(r));
                 return;
             }
-            if (r == 0 || w->outbox_bytes > OUTBOX_LIMIT) break;
+            if (r == 0) break; /* the worker wakes us when it frees room */
+            /* There is room: move waiting records into the ring first. If
+             * the outboxes are still over the limit, flush_blocked has asked
+             * the worker for a wake-up (it returns only with the flag set),
+             * so stopping here cannot stall. */
             flush_blocked(w);
+            if (!w->blocked_head) w->outbox_bytes = 0;
+            if (w->outbox_bytes > OUTBOX_LIMIT) break;
             continue;
         }
         w->intake_paused = 0;
