@@ -432,7 +432,10 @@ static int cmd_policy(int argc, char **argv)
             config = v, i++;
         else if (explain && !strcmp(a, "--tenant") && v)
             tenant = v, i++;
-        else if (a[0] == '-' && a[1]) {
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_policy, stdout);
+            return 0;
+        } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "broker policy: unknown or incomplete option %s\n", a);
             return 64;
         } else if (!explain && !config)
