@@ -110,19 +110,22 @@ struct brk_worker {
     size_t script_sent;            /* progress of chunked sending */
     struct brk_conn *blocked_head; /* connections with records waiting for ring space */
     struct brk_conn *blocked_tail;
-    size_t outbox_bytes;       /* bytes waiting in connection outboxes */
-    int intake_paused;         /* 1: not reading the worker's ring until space frees */
-    int killed;                /* 1: the broker killed it */
-    enum brk_wend end;         /* classification once ended */
-    int exit_status;           /* PROTO_EXIT_* from the EXIT record, -1 if none */
-    char *exit_msg;            /* message of the EXIT record (owned) */
-    char *why;                 /* reason for a kill (owned) */
-    char logline[512];         /* partial output line per stream is not kept: LOG is per print */
-    struct brk_tenant *tenant; /* serve mode: its tenant (quota.h), NULL in run mode */
-    struct brk_unit *unit;     /* serve mode: the script slot it runs (serve.h) */
-    const char *sname;         /* serve mode: "tenant/script" (borrowed from the unit) */
-    uint64_t wall_ms;          /* wall-clock budget of this worker, ms (0 = none) */
-    uint64_t log_suppressed;   /* output lines dropped since the last printed one */
+    size_t outbox_bytes;        /* bytes waiting in connection outboxes */
+    int intake_paused;          /* 1: not reading the worker's ring until space frees */
+    int killed;                 /* 1: the broker killed it */
+    enum brk_wend end;          /* classification once ended */
+    int exit_status;            /* PROTO_EXIT_* from the EXIT record, -1 if none */
+    char *exit_msg;             /* message of the EXIT record (owned) */
+    char *why;                  /* reason for a kill (owned) */
+    char logline[512];          /* partial output line per stream is not kept: LOG is per print */
+    struct brk_tenant *tenant;  /* serve mode: its tenant (quota.h), NULL in run mode */
+    struct brk_unit *unit;      /* serve mode: the script slot it runs (serve.h) */
+    const char *sname;          /* serve mode: "tenant/script" (borrowed from the unit) */
+    uint64_t wall_ms;           /* wall-clock budget of this worker, ms (0 = none) */
+    uint64_t log_suppressed;    /* output lines dropped since the last printed one */
+    int64_t audit_win_ns;       /* start of the current one-second audit window */
+    uint32_t audit_win_denials; /* denials audited in that window */
+    uint64_t audit_suppressed;  /* denial records not written since the last summary */
 };
 
 /* Limits of one worker (brk_worker_spawn uses the broker-wide ones). */

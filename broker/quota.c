@@ -78,11 +78,43 @@ static const char *script_of(const struct brk_worker *w)
     return s ? s + 1 : w->sname;
 }
 
+/* Denials one worker may add to the audit log per second; past that they
+ * are counted and summarised in one record when the next second starts, so a
+ * script that floods denied connects cannot fill the operator's disk. */
+#define AUDIT_DENIALS_PER_SEC 200
+
 static void audit(struct brk_worker *w, const char *action, const char *url, const char *addr,
                   int allowed, const char *rule, const char *reason)
 {
     struct brk *b = w->b;
     if (!b->audit) return;
+    if (!allowed) {
+        int64_t now = brk_now_ns();
+        if (now - w->audit_win_ns >= 1000000000) {
+            w->audit_win_ns = now;
+            w->audit_win_denials = 0;
+            if (w->audit_suppressed) {
+                char msg[128];
+                snprintf(msg, sizeof msg,
+                         "%llu further denials of this worker were not logged (more than %d a "
+                         "second)",
+                         (unsigned long long)w->audit_suppressed, AUDIT_DENIALS_PER_SEC);
+                w->audit_suppressed = 0;
+                struct brk_audit_rec sr = {.rev = b->cfg_rev,
+                                           .tenant = w->tenant ? w->tenant->name : NULL,
+                                           .script = script_of(w),
+                                           .worker = w->id,
+                                           .action = "audit",
+                                           .decision = "deny",
+                                           .reason = msg};
+                brk_audit_write(b->audit, &sr);
+            }
+        }
+        if (++w->audit_win_denials > AUDIT_DENIALS_PER_SEC) {
+            w->audit_suppressed++;
+            return;
+        }
+    }
     struct brk_audit_rec r = {
         .rev = b->cfg_rev,
         .tenant = w->tenant ? w->tenant->name : NULL,

@@ -603,5 +603,39 @@ else
     echo "skip: quarantine ($BUILD/bad_worker not built)"
 fi
 
+# ---- a script flooding denied connects cannot flood the audit log ----
+cat > "$tmp/denyflood.lua" <<LUA
+for i = 1, 3000 do
+    local c, err = websocket.connect("ws://127.0.0.1:$PORT/nope")
+    assert(not c and err:kind() == errors.PERMISSION_DENIED)
+end
+time.sleep("1200ms") -- a denial in the next second writes the summary
+websocket.connect("ws://127.0.0.1:$PORT/nope")
+print("denyflood: done")
+LUA
+cat > "$tmp/d.conf" <<CONF
+[broker]
+admin_socket = d.sock
+audit_log = d.jsonl
+[tenant noisy]
+rule = allow websocket.connect *
+[script noisy/flood]
+path = denyflood.lua
+CONF
+(cd "$tmp" && exec "$OLDPWD/$BROKER" serve --config d.conf > d.out 2> d.err) &
+dpid=$!
+pids="$pids $dpid"
+wait_for 20 grep -q 'denyflood: done' "$tmp/d.out"
+sleep 0.3
+denials=$(grep -c '"decision":"deny"' "$tmp/d.jsonl" 2>/dev/null)
+summary=$(grep -c '"action":"audit".*further denials of this worker were not logged' "$tmp/d.jsonl" 2>/dev/null)
+if grep -q 'denyflood: done' "$tmp/d.out" && [ "${summary:-0}" -ge 1 ] && [ "${denials:-0}" -lt 1000 ]; then
+    ok "audit: 3000 denied connects in a burst give $denials records, summarised"
+else
+    bad "audit flood" "denials=$denials summary=$summary $(tail -3 "$tmp/d.err")"
+fi
+kill -TERM $dpid 2>/dev/null
+i=0; while kill -0 $dpid 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
