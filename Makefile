@@ -96,6 +96,7 @@ asan:
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    BUILD=build/asan tests/run-all.sh
+	BUILD=build/asan tests/faults/leaks.sh
 
 fuzz:
 	tests/fuzz/run.sh
