@@ -111,13 +111,11 @@ struct brk_worker {
     struct brk_conn *blocked_head; /* connections with records waiting for ring space */
     struct brk_conn *blocked_tail;
     size_t outbox_bytes;        /* bytes waiting in connection outboxes */
-    int intake_paused;          /* 1: not reading the worker's ring until space frees */
     int killed;                 /* 1: the broker killed it */
     enum brk_wend end;          /* classification once ended */
     int exit_status;            /* PROTO_EXIT_* from the EXIT record, -1 if none */
     char *exit_msg;             /* message of the EXIT record (owned) */
     char *why;                  /* reason for a kill (owned) */
-    char logline[512];          /* partial output line per stream is not kept: LOG is per print */
     struct brk_tenant *tenant;  /* serve mode: its tenant (quota.h), NULL in run mode */
     struct brk_unit *unit;      /* serve mode: the script slot it runs (serve.h) */
     const char *sname;          /* serve mode: "tenant/script" (borrowed from the unit) */

@@ -635,7 +635,6 @@ static void intake(struct brk_worker *w)
         if (w->outbox_bytes > OUTBOX_LIMIT || shm_tx_space(&l->tx) < reserve) {
             /* Replies would not fit: leave the worker's records where they
              * are until it makes room (it wakes us). */
-            w->intake_paused = 1;
             int r = shm_tx_prepare_wait(&l->tx, REPLY_RESERVE);
             if (r < 0) {
                 brk_worker_kill(w, BRK_WEND_VIOLATION, "ring: %s", shm_strerror(r));
@@ -651,7 +650,6 @@ static void intake(struct brk_worker *w)
             if (w->outbox_bytes > OUTBOX_LIMIT) break;
             continue;
         }
-        w->intake_paused = 0;
         if (n == INTAKE_BATCH) {
             /* Yield through our own eventfd, not brk_defer: the loop runs
              * deferred calls until none are left, so a deferred intake of a
