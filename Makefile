@@ -57,8 +57,14 @@ $(BUILD)/libhost.a: $(LIB_OBJ)
 $(BUILD)/broker: $(call obj,broker/main.c) $(BUILD)/libhost.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The worker links Debian's static liblua5.4.a: calls into the interpreter
+# skip the PLT and the interpreter is built without -fPIC (recv 16 B +6 %,
+# tests/BENCHMARKS.md); it needs nothing else from the package list but
+# libseccomp.
+WORKER_LIBS := -Wl,-Bstatic -llua5.4 -Wl,-Bdynamic $(shell pkg-config --libs libseccomp 2>/dev/null) -lm
+
 $(BUILD)/worker: $(call obj,worker/main.c) $(BUILD)/libhost.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(WORKER_LIBS)
 
 # Unit tests: every tests/unit/test_NAME.c defines `int suite_NAME(void)`,
 # which registers its CUnit suite; the list is generated from the file names.

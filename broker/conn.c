@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "broker/addr.h"
@@ -50,6 +51,15 @@
 #define CLOSE_WAIT_MS       5000 /* bound on the close handshake */
 #define DEFAULT_READ_LIMIT  (16u << 20)
 #define MAX_READS_PER_EVENT 8
+
+/* Payloads of uncompressed frames of at least DIRECT_MIN bytes are read from
+ * the socket straight into a record of the worker's ring (one copy less in
+ * the broker, and one record per message so the worker copies it once).
+ * After such a frame the next read is only SMALL_READ bytes, so the next
+ * frame's header arrives with little of its payload, and the rest can be
+ * read directly again. */
+#define DIRECT_MIN (16u << 10)
+#define SMALL_READ 2048u
 
 /* Queued output that is written at once rather than at the end of the round. */
 #define SEND_BATCH_BYTES (64u << 10)
@@ -103,6 +113,14 @@ struct brk_conn {
     size_t stash_len, stash_off;
     uint32_t undelivered; /* messages sent to the worker, not yet credited */
     int rx_paused;        /* not reading the socket */
+    /* direct payload reads (see read_direct): an open reservation in the
+     * worker's ring that the socket is read into, inside do_read only */
+    int in_read;        /* do_read is running for this connection */
+    uint8_t *dres;      /* payload of the open reservation, NULL if none */
+    uint32_t dres_cap;  /* its length */
+    uint32_t dres_fill; /* bytes in it so far */
+    uint16_t dres_base; /* PROTO_F_BINARY or 0 */
+    int rx_big;         /* the last data frame was large: read only a little at a frame start */
     /* send */
     uint64_t tx_taken;    /* SEND payload bytes taken from the worker */
     uint64_t tx_credited; /* of which returned as TX_CREDIT */
@@ -605,13 +623,31 @@ static void feed(struct brk_conn *c, const uint8_t *p, size_t n, int from_stash)
     }
 }
 
+static ssize_t read_direct(struct brk_conn *c, size_t *tail);
+static int dres_open(struct brk_conn *c, const uint8_t *data, size_t len, int binary);
+static void dres_commit(struct brk_conn *c, int more);
+
 static void do_read(struct brk_conn *c)
 {
     struct brk *b = B(c);
+    c->in_read = 1;
     for (int i = 0; i < MAX_READS_PER_EVENT && !c->rx_paused && c->ws && !c->freed; i++) {
-        ssize_t r = sock_read(c, b->rdbuf, b->rdbuf_len);
+        ssize_t r;
+        size_t tail = 0;
+        int op, fin, direct = 1;
+        if (c->dres)
+            r = read_direct(c, &tail);
+        else if (c->st == C_OPEN && !c->stash_len &&
+                 ws_rx_payload_left(c->ws, &op, &fin) >= DIRECT_MIN &&
+                 dres_open(c, NULL, 0, op == WS_OP_BINARY))
+            r = read_direct(c, &tail); /* a large frame's payload is still to come */
+        else {
+            direct = 0;
+            r = sock_read(c, b->rdbuf, c->rx_big && c->st == C_OPEN ? SMALL_READ : b->rdbuf_len);
+        }
         if (r == -EAGAIN) break;
         if (r <= 0) {
+            dres_commit(c, 1);
             if (c->st == C_HANDSHAKE)
                 fail_connect(c, PROTO_EK_INTERNAL, 1, PROTO_STAGE_HTTP, 0,
                              "dial %s: connection closed during the WebSocket handshake",
@@ -620,12 +656,24 @@ static void do_read(struct brk_conn *c)
                 finish(c, 1006, PROTO_BY_BROKER, PROTO_EK_INTERNAL, NULL, 0,
                        r == 0 ? "connection closed by the server without a close frame"
                               : "connection lost");
+            c->in_read = 0;
             return;
         }
         arm_read_timer(c);
+        if (direct) {
+            /* bytes after the frame, read by the same readv */
+            if (!tail || c->freed || !c->ws) continue;
+            r = (ssize_t)tail;
+        }
         feed(c, b->rdbuf, (size_t)r, 0);
         if (c->stash_len) break;
     }
+    /* never open across events: the worker's other connections write records */
+    if (c->freed)
+        c->dres = NULL;
+    else
+        dres_commit(c, 1);
+    c->in_read = 0;
 }
 
 static void maybe_resume(struct brk_conn *c)
@@ -676,30 +724,11 @@ static void on_rx_throttle_end(struct brk_loop *loop, struct brk_timer *t)
     brk_worker_publish(c->w); /* MSG records written while resuming */
 }
 
-static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, int fin)
+/* Bookkeeping after `got` payload bytes of a message went to the worker
+ * (fin: they ended it): receive quota, undelivered count, pausing. Returns 1
+ * when reading must pause. */
+static int rx_account(struct brk_conn *c, size_t got, int fin)
 {
-    struct brk_conn *c = ctx;
-    /* After the script's close() its channel may be full and stay full: it
-     * drains only what it has. Pausing would hide the server's close reply
-     * behind data nobody reads and make every close wait for its timeout, so
-     * whole messages arriving then are dropped instead. */
-    if (!c->rx_midmsg && c->worker_closed && c->undelivered >= c->capacity) c->rx_dropping = 1;
-    if (c->rx_dropping) {
-        if (fin) c->rx_dropping = 0;
-        return 0;
-    }
-    c->rx_midmsg = !fin;
-    size_t got = len; /* for the tenant's receive quota */
-    uint16_t base = opcode == WS_OP_BINARY ? PROTO_F_BINARY : 0;
-    uint32_t maxp = c->w->link.tx.max_payload;
-    do {
-        uint32_t n = len > maxp ? maxp : (uint32_t)len;
-        int last = n == len;
-        uint16_t flags = base | ((last && fin) ? 0 : PROTO_F_MORE);
-        if (n || last) emit(c, PROTO_MSG, flags, data, n, NULL, 0);
-        data += n;
-        len -= n;
-    } while (len);
     if (fin) c->undelivered++;
     int64_t wait_ms = brk_q_rx(c->w, got, fin);
     if (wait_ms > 0 && !c->throttled) {
@@ -715,6 +744,114 @@ static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, in
         return 1;
     }
     return 0;
+}
+
+/* Ends the open direct reservation: what it holds becomes a MSG record
+ * (more: the message goes on). An empty one that ends nothing is dropped. */
+static void dres_commit(struct brk_conn *c, int more)
+{
+    if (!c->dres) return;
+    c->dres = NULL;
+    if (!c->dres_fill && more) return;
+    shm_tx_commit_len(&c->w->link.tx, c->dres_fill, PROTO_MSG,
+                      (uint16_t)(c->dres_base | (more ? PROTO_F_MORE : 0)), brk_conn_id(c));
+}
+
+/* Opens a reservation in the worker's ring for the rest of the current frame
+ * (at most the largest record), starting with the len bytes at data. Only
+ * inside do_read (nothing else writes to that ring until it is committed)
+ * and with nothing queued before it. Returns 1 if it took the bytes. */
+static int dres_open(struct brk_conn *c, const uint8_t *data, size_t len, int binary)
+{
+    int op, fin;
+    uint64_t left = ws_rx_payload_left(c->ws, &op, &fin);
+    uint32_t maxp = c->w->link.tx.max_payload;
+    if (!c->in_read || c->dres || !left || !brk_conn_outbox_empty(c) || len >= maxp ||
+        len + left < DIRECT_MIN)
+        return 0;
+    uint64_t want = len + left > maxp ? maxp : len + left;
+    void *dst;
+    if (shm_tx_reserve(&c->w->link.tx, (uint32_t)want, &dst) != 0) return 0;
+    if (len) memcpy(dst, data, len);
+    c->dres = dst;
+    c->dres_cap = (uint32_t)want;
+    c->dres_fill = (uint32_t)len;
+    c->dres_base = binary ? PROTO_F_BINARY : 0;
+    return 1;
+}
+
+static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, int fin)
+{
+    struct brk_conn *c = ctx;
+    /* After the script's close() its channel may be full and stay full: it
+     * drains only what it has. Pausing would hide the server's close reply
+     * behind data nobody reads and make every close wait for its timeout, so
+     * whole messages arriving then are dropped instead. */
+    if (!c->rx_midmsg && c->worker_closed && c->undelivered >= c->capacity) c->rx_dropping = 1;
+    if (c->rx_dropping) {
+        if (fin) c->rx_dropping = 0;
+        return 0;
+    }
+    c->rx_midmsg = !fin;
+    size_t got = len; /* for the tenant's receive quota */
+    if (!fin && dres_open(c, data, len, opcode == WS_OP_BINARY)) {
+        /* the frame goes on: read the rest into the same record */
+        c->rx_big = 1;
+        return rx_account(c, got, 0);
+    }
+    if (len < DIRECT_MIN) c->rx_big = 0;
+    uint16_t base = opcode == WS_OP_BINARY ? PROTO_F_BINARY : 0;
+    uint32_t maxp = c->w->link.tx.max_payload;
+    do {
+        uint32_t n = len > maxp ? maxp : (uint32_t)len;
+        int last = n == len;
+        uint16_t flags = base | ((last && fin) ? 0 : PROTO_F_MORE);
+        if (n || last) emit(c, PROTO_MSG, flags, data, n, NULL, 0);
+        data += n;
+        len -= n;
+    } while (len);
+    return rx_account(c, got, fin);
+}
+
+/* Reads payload of the current frame into the open reservation. Returns what
+ * the read returned. The reservation is committed when full or when the
+ * frame ended; dropped when the core failed the connection. Without TLS,
+ * when the reservation holds the whole rest of the frame, the same readv
+ * also takes up to SMALL_READ bytes after it into the read buffer (the next
+ * frame's header): *tail is set to their count, for the caller to feed. */
+static ssize_t read_direct(struct brk_conn *c, size_t *tail)
+{
+    uint32_t room = c->dres_cap - c->dres_fill;
+    int op, fin;
+    ssize_t r;
+    *tail = 0;
+    if (!c->ssl && ws_rx_payload_left(c->ws, &op, &fin) == room) {
+        struct iovec iov[2] = {{c->dres + c->dres_fill, room}, {B(c)->rdbuf, SMALL_READ}};
+        r = readv(c->fd, iov, 2);
+        if (r < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
+        if ((size_t)r > room) {
+            *tail = (size_t)r - room;
+            r = room;
+        }
+    } else {
+        r = sock_read(c, c->dres + c->dres_fill, room);
+    }
+    if (r <= 0) return r;
+    ssize_t end = ws_rx_payload_done(c->ws, c->dres + c->dres_fill, (size_t)r);
+    if (end < 0) {
+        /* on_close ran, and its records went over the reservation */
+        c->dres = NULL;
+        *tail = 0;
+        return r;
+    }
+    c->dres_fill += (uint32_t)r;
+    if (end || c->dres_fill == c->dres_cap || !ws_rx_payload_left(c->ws, &op, &fin)) {
+        dres_commit(c, !end);
+        c->rx_midmsg = !end;
+    }
+    rx_account(c, (size_t)r, (int)end);
+    return r;
 }
 
 static void cb_pong(void *ctx, const uint8_t *data, size_t len)

@@ -966,6 +966,31 @@ static ssize_t rx_feed(struct ws *w, const uint8_t *p, size_t n)
     return (ssize_t)off;
 }
 
+uint64_t ws_rx_payload_left(const struct ws *w, int *op, int *fin)
+{
+    if (w->state == WS_CLOSED || w->state == WS_CONNECTING || w->rx != RX_DATA || !w->fr_left)
+        return 0;
+    *op = w->msg_op;
+    *fin = w->fr_fin;
+    return w->fr_left;
+}
+
+ssize_t ws_rx_payload_done(struct ws *w, const uint8_t *p, size_t n)
+{
+    if (w->state == WS_CLOSED || w->rx != RX_DATA || n > w->fr_left) return WS_E_STATE;
+    int last = w->fr_fin && n == w->fr_left;
+    if (w->msg_op == WS_OP_TEXT) {
+        if (ws_utf8_feed(&w->utf8, p, n, NULL)) return utf8_fail(w);
+        if (last && !ws_utf8_done(&w->utf8)) return utf8_fail(w);
+    }
+    w->fr_left -= n;
+    if (w->fr_left == 0) {
+        w->rx = RX_HEAD;
+        if (w->fr_fin) w->msg_op = 0;
+    }
+    return last;
+}
+
 ssize_t ws_feed(struct ws *w, const uint8_t *p, size_t n)
 {
     static const uint8_t none[1];

@@ -134,6 +134,20 @@ void ws_free(struct ws *w);
  * In WS_CLOSED it returns 0 and does nothing. */
 ssize_t ws_feed(struct ws *w, const uint8_t *p, size_t n);
 
+/* Direct payload reads (broker/conn.c reads large payloads straight into a
+ * ring record instead of through ws_feed and on_message). While the core is
+ * inside the payload of an uncompressed data frame, ws_rx_payload_left
+ * returns how many payload bytes of that frame are still to come and sets
+ * *op (WS_OP_TEXT or WS_OP_BINARY of the message) and *fin (the frame's FIN
+ * bit); otherwise it returns 0. The caller then reads n of them (1 ..
+ * that count) into its own memory and calls ws_rx_payload_done, which
+ * checks them as ws_feed would (UTF-8 for text) and moves past them without
+ * calling on_message: the caller delivers them. Returns 1 when they ended the
+ * message, 0 when not, or a negative WS_E_* once the core failed the
+ * connection (on_close ran, as for ws_feed). */
+uint64_t ws_rx_payload_left(const struct ws *w, int *op, int *fin);
+ssize_t ws_rx_payload_done(struct ws *w, const uint8_t *p, size_t n);
+
 /* After a failure in the handshake phase: returns 1 and sets *http_status
  * (0 when no status line was parsed) and *why (static text); otherwise 0. */
 int ws_handshake_failed(struct ws *w, int *http_status, const char **why);

@@ -113,6 +113,7 @@ static int ldrain(lua_State *L)
     struct rt_bridge *b = lua_touserdata(L, 1);
     struct shm_rx *rx = &b->link->rx;
     lua_Integer n = 0;
+    if (b->ws) rt_ws_dispatch_begin(b->ws, L);
     for (;;) {
         const struct shm_rec *rec;
         const void *p;
@@ -177,6 +178,7 @@ static int bridge_drain(struct rt_bridge *b, lua_State *L)
         return -1;
     }
     b->dispatching++;
+    struct rt_ws *ws = b->ws;
     lua_pushcfunction(L, ldrain);
     lua_pushlightuserdata(L, b);
     int st = lua_pcall(L, 1, 1, 0);
@@ -192,6 +194,7 @@ static int bridge_drain(struct rt_bridge *b, lua_State *L)
         bridge_log_fatal(b, why);
     }
     lua_pop(L, 1);
+    rt_ws_dispatch_end(ws);
     b->dispatching--;
     shm_rx_release(&b->link->rx);
     if (b->broken && b->ws) bridge_log_fatal(b, rt_ws_fatal_reason(b->ws));

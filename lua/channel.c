@@ -34,8 +34,8 @@
 
 #include "lua/rt.h"
 
-#define CHAN_MT   "rt.channel"
-#define CASE_MT   "rt.chancase"
+static const char CHAN_MT[] = "rt.channel";
+static const char CASE_MT[] = "rt.chancase";
 #define REG_CTX   "rt.chan.ctx" /* registry: the per-state context userdata */
 #define REG_MAP   "rt.chan.map" /* registry: weak map lightuserdata(chan) -> userdata */
 #define MAX_CLASS 10            /* op blocks hold up to 1 << MAX_CLASS cases */
@@ -238,22 +238,22 @@ static void take_hook(struct chan *ch)
 /* Pops the value at the top of L into the buffer tail (count < cap). */
 static void buf_put(lua_State *L, struct chan *ch)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ch->buf_ref);
-    lua_insert(L, -2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ch->buf_ref); /* v buf */
+    lua_pushvalue(L, -2);                           /* v buf v */
     lua_rawseti(L, -2, (ch->head + ch->count) % ch->cap + 1);
-    lua_pop(L, 1);
+    lua_settop(L, -3);
     ch->count++;
 }
 
 /* Pushes the oldest buffered value (count > 0) and frees its slot. */
 static void buf_take(lua_State *L, struct chan *ch)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ch->buf_ref);
-    lua_rawgeti(L, -1, ch->head + 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ch->buf_ref); /* buf */
+    lua_rawgeti(L, -1, ch->head + 1);               /* buf v */
     lua_pushnil(L);
     lua_rawseti(L, -3, ch->head + 1);
-    lua_remove(L, -2);
-    ch->head = (ch->head + 1) % ch->cap;
+    lua_replace(L, -2); /* v */
+    ch->head = ch->head + 1 == ch->cap ? 0 : ch->head + 1;
     ch->count--;
 }
 
@@ -329,12 +329,12 @@ static int send_ready(const struct chan *ch)
 
 static struct chan *check_chan(lua_State *L, int idx)
 {
-    return luaL_checkudata(L, idx, CHAN_MT);
+    return rt_checkudata(L, idx, CHAN_MT);
 }
 
 struct chan *chan_check(lua_State *L, int idx)
 {
-    return luaL_testudata(L, idx, CHAN_MT);
+    return rt_testudata(L, idx, CHAN_MT);
 }
 
 static int lchan_gc(lua_State *L)
@@ -359,7 +359,7 @@ struct chan *chan_new(lua_State *L, int capacity)
     ch->ctx = c;
     ch->cap = capacity;
     ch->buf_ref = LUA_NOREF;
-    luaL_setmetatable(L, CHAN_MT);
+    rt_setmetatable(L, CHAN_MT);
     if (capacity > 0) {
         lua_insert(L, -2);
         ch->buf_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -381,11 +381,33 @@ void chan_push(lua_State *L, struct chan *ch)
 
 int chan_offer(lua_State *L, struct chan *ch, int idx)
 {
-    idx = lua_absindex(L, idx);
-    int r = try_send(L, ch, idx);
-    lua_remove(L, idx);
-    if (r == -2) luaL_error(L, "not enough memory");
-    return r == 1 ? 0 : r == 0 ? -2 : -1;
+    if (idx != -1 && lua_absindex(L, idx) != lua_gettop(L)) {
+        lua_pushvalue(L, idx);
+        lua_remove(L, idx < 0 ? idx - 1 : idx);
+    }
+    /* the value is on top now; every path below pops it */
+    if (ch->closed) {
+        lua_pop(L, 1);
+        return -2;
+    }
+    struct chan_waiter *w = ch->recvq.head;
+    if (w) {
+        lua_State *th = w->op->th;
+        if (!lua_checkstack(th, 1)) {
+            lua_pop(L, 1);
+            luaL_error(L, "not enough memory");
+        }
+        lua_xmove(L, th, 1);
+        fire(w, 1);
+        take_hook(ch);
+        return 0;
+    }
+    if (ch->count < ch->cap) {
+        buf_put(L, ch);
+        return 0;
+    }
+    lua_pop(L, 1);
+    return -1;
 }
 
 void chan_close(lua_State *L, struct chan *ch)
@@ -520,7 +542,7 @@ static int new_case(lua_State *L, int is_send)
     lua_settop(L, 2);
     struct chan_case *c = lua_newuserdatauv(L, sizeof *c, 2);
     c->is_send = is_send;
-    luaL_setmetatable(L, CASE_MT);
+    rt_setmetatable(L, CASE_MT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, -2, 1);
     if (is_send) {
@@ -565,7 +587,7 @@ static int ltostring(lua_State *L)
 static struct chan *get_case(lua_State *L, int i, int *is_send)
 {
     lua_rawgeti(L, 1, i);
-    struct chan_case *c = luaL_testudata(L, -1, CASE_MT);
+    struct chan_case *c = rt_testudata(L, -1, CASE_MT);
     if (!c)
         luaL_error(L,
                    "select: case %d is not a channel case (use ch:case_receive() or "
@@ -702,7 +724,7 @@ int rt_open_channel(lua_State *L)
         {NULL, NULL},
     };
     get_ctx(L);
-    if (luaL_newmetatable(L, CHAN_MT)) {
+    if (rt_newmetatable(L, CHAN_MT)) {
         luaL_newlib(L, methods);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, lchan_gc);
@@ -713,7 +735,7 @@ int rt_open_channel(lua_State *L)
         lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
-    if (luaL_newmetatable(L, CASE_MT)) {
+    if (rt_newmetatable(L, CASE_MT)) {
         lua_pushboolean(L, 0);
         lua_setfield(L, -2, "__metatable");
     }

@@ -114,6 +114,14 @@ void rt_timer_cancel(struct rt *rt, uint64_t id);
  * handed out. [-1, +1] */
 void rt_readonly(lua_State *L);
 
+/* Typed userdata (lua/udata.c). tname must be a static array of the module:
+ * its address is the registry key the checks use (no string lookup per
+ * call), its text the name for luaL_newmetatable and error messages. */
+int rt_newmetatable(lua_State *L, const char *tname); /* like luaL_newmetatable */
+void rt_setmetatable(lua_State *L, const char *tname);
+void *rt_testudata(lua_State *L, int idx, const char *tname);
+void *rt_checkudata(lua_State *L, int idx, const char *tname);
+
 /* 1 when the script runs under a CPU budget (time spent spinning would be
  * charged to it). */
 int rt_cpu_budgeted(const struct rt *rt);

@@ -27,8 +27,8 @@
 #include "lua/errors.h"
 #include "lua/rt.h"
 
-#define TIME_MT  "rt.time"
-#define TIMER_MT "rt.timer"
+static const char TIME_MT[] = "rt.time";
+static const char TIMER_MT[] = "rt.timer";
 
 #define NS_PER_SEC 1000000000LL
 
@@ -82,13 +82,13 @@ static struct rt_time *push_time(lua_State *L, int64_t wall, int64_t mono, int h
     t->wall = wall;
     t->mono = mono;
     t->has_mono = has_mono;
-    luaL_setmetatable(L, TIME_MT);
+    rt_setmetatable(L, TIME_MT);
     return t;
 }
 
 static struct rt_time *check_time(lua_State *L, int idx)
 {
-    return luaL_checkudata(L, idx, TIME_MT);
+    return rt_checkudata(L, idx, TIME_MT);
 }
 
 static int lnow(lua_State *L)
@@ -224,7 +224,7 @@ static int lsleep(lua_State *L)
 
 static struct rt_tmrobj *check_timer(lua_State *L, int idx)
 {
-    return luaL_checkudata(L, idx, TIMER_MT);
+    return rt_checkudata(L, idx, TIMER_MT);
 }
 
 static void tmr_fire(struct rt *rt, void *ctx);
@@ -287,7 +287,7 @@ static struct rt_tmrobj *new_timer(lua_State *L, int64_t ns, int64_t period, int
     o->self_ref = LUA_NOREF;
     o->period = period;
     o->close_after = close_after;
-    luaL_setmetatable(L, TIMER_MT);
+    rt_setmetatable(L, TIMER_MT);
     o->ch = chan_new(L, 1);
     lua_setiuservalue(L, -2, 1);
     tmr_arm(L, lua_gettop(L), o, add_sat(rt_now_ns(), ns));
@@ -376,7 +376,7 @@ int rt_open_time(lua_State *L)
         {"NANOSECOND", 1},      {"MICROSECOND", 1000},       {"MILLISECOND", 1000000},
         {"SECOND", NS_PER_SEC}, {"MINUTE", 60 * NS_PER_SEC}, {"HOUR", 3600 * NS_PER_SEC},
     };
-    if (luaL_newmetatable(L, TIME_MT)) {
+    if (rt_newmetatable(L, TIME_MT)) {
         luaL_newlib(L, time_methods);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, lt_eq);
@@ -391,7 +391,7 @@ int rt_open_time(lua_State *L)
         lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
-    if (luaL_newmetatable(L, TIMER_MT)) {
+    if (rt_newmetatable(L, TIMER_MT)) {
         luaL_newlib(L, timer_methods);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, ltm_gc);

@@ -52,7 +52,7 @@
 #include "shm/proto.h"
 
 #define WS_CTX_KEY   "rt.websocket.ctx"
-#define WS_CLIENT_MT "rt.websocket.client"
+static const char WS_CLIENT_MT[] = "rt.websocket.client";
 
 #define WS_DEFAULT_DIAL_MS  30000u
 #define WS_DEFAULT_PING_MS  30000u
@@ -167,6 +167,8 @@ struct rt_ws {
     int reap;                 /* zombies waiting to be freed */
     int closing_state;        /* 1 inside the context's __gc (lua_close) */
     const char *fatal;        /* why a dispatch failed fatally (static) */
+    int strs_ref;             /* registry ref: {"type", "data", "text", "binary"} */
+    int strs_idx;             /* stack index of that table during a dispatch, else 0 */
 };
 
 /* ---- constants generated from shm/proto.h ---- */
@@ -541,6 +543,13 @@ struct rt_ws *rt_ws_new(lua_State *L, struct rt_bridge *b)
     memset(ws, 0, sizeof *ws);
     ws->rt = rt_from_lua(L);
     ws->bridge = b;
+    static const char *const strs[] = {"type", "data", "text", "binary"};
+    lua_createtable(L, 4, 0);
+    for (int i = 0; i < 4; i++) {
+        lua_pushstring(L, strs[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    ws->strs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, lws_ctx_gc);
     lua_setfield(L, -2, "__gc");
@@ -552,31 +561,35 @@ struct rt_ws *rt_ws_new(lua_State *L, struct rt_bridge *b)
 /* ---- records from the broker ---- */
 
 /* Pushes {type=, data=} for a message of n bytes at p. [-0, +1] */
-static void push_message(lua_State *L, int binary, const void *p, size_t n)
+static void push_message(struct rt_ws *ws, lua_State *L, int binary, const void *p, size_t n)
 {
-    /* The four strings come from a registry table (rawgeti) rather than
-     * from C strings, which Lua would look up in its string cache (hash and
-     * strcmp) three times per message. */
-    static const char msg_strings = 0; /* registry key (its address) */
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &msg_strings) != LUA_TTABLE) {
-        static const char *const s[] = {"type", "data", "text", "binary"};
-        lua_pop(L, 1);
-        lua_createtable(L, 4, 0);
-        for (int i = 0; i < 4; i++) {
-            lua_pushstring(L, s[i]);
-            lua_rawseti(L, -2, i + 1);
-        }
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &msg_strings);
-    }                         /* strs */
-    lua_createtable(L, 0, 2); /* strs msg */
-    lua_rawgeti(L, -2, 1);    /* strs msg "type" */
-    lua_rawgeti(L, -3, binary ? 4 : 3);
-    lua_rawset(L, -3);     /* strs msg */
-    lua_rawgeti(L, -2, 2); /* strs msg "data" */
+    /* The keys and type names come from a table under an integer registry
+     * ref (array lookups) rather than from C strings, which Lua would look
+     * up in its string cache (hash and strcmp) three times per message. */
+    int strs = ws->strs_idx;
+    if (!strs) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ws->strs_ref);
+        strs = lua_gettop(L);
+    }
+    lua_createtable(L, 0, 2); /* msg */
+    lua_rawgeti(L, strs, 1);  /* msg "type" */
+    lua_rawgeti(L, strs, binary ? 4 : 3);
+    lua_rawset(L, -3);       /* msg */
+    lua_rawgeti(L, strs, 2); /* msg "data" */
     lua_pushlstring(L, p, n);
-    lua_rawset(L, -3); /* strs msg */
-    lua_remove(L, -2); /* msg */
+    lua_rawset(L, -3); /* msg */
+    if (!ws->strs_idx) lua_remove(L, -2);
+}
+
+void rt_ws_dispatch_begin(struct rt_ws *ws, lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ws->strs_ref);
+    ws->strs_idx = lua_gettop(L);
+}
+
+void rt_ws_dispatch_end(struct rt_ws *ws)
+{
+    ws->strs_idx = 0;
 }
 
 /* Hands the message on top of the stack to the conn's channel (popped). */
@@ -603,7 +616,7 @@ static int on_msg(struct rt_ws *ws, lua_State *L, struct ws_conn *c, const struc
     int more = (rec->flags & PROTO_F_MORE) != 0;
     if (c->state != WS_OPEN && c->state != WS_CLOSING) return 0;
     if (!c->rx_active && !more) {
-        push_message(L, binary, p, rec->len);
+        push_message(ws, L, binary, p, rec->len);
         return deliver(ws, L, c);
     }
     if ((uint64_t)c->rx_len + rec->len > PROTO_MAX_MESSAGE) {
@@ -634,7 +647,7 @@ static int on_msg(struct rt_ws *ws, lua_State *L, struct ws_conn *c, const struc
     c->rx_len += rec->len;
     c->rx_active = 1;
     if (more) return 0;
-    push_message(L, binary, c->rx_buf, c->rx_len);
+    push_message(ws, L, binary, c->rx_buf, c->rx_len);
     /* Large buffers go back to the allocator; small ones are reused. */
     if (c->rx_cap > 256 * 1024) rx_free(L, c);
     c->rx_len = 0;
@@ -812,7 +825,7 @@ int rt_ws_dispatch(struct rt_ws *ws, lua_State *L, const struct shm_rec *rec, co
 
 static struct ws_box *check_box(lua_State *L)
 {
-    return luaL_checkudata(L, 1, WS_CLIENT_MT);
+    return rt_checkudata(L, 1, WS_CLIENT_MT);
 }
 
 /* Returns false/nil + the error for using a client that is not open. */
@@ -1453,7 +1466,7 @@ static int connect_k(lua_State *L, int status, lua_KContext kctx)
     box->c = c;
     c->box = box;
     c->connect_pending = 0;
-    luaL_setmetatable(L, WS_CLIENT_MT);
+    rt_setmetatable(L, WS_CLIENT_MT);
     return 1;
 }
 
@@ -1562,7 +1575,7 @@ static const luaL_Reg client_methods[] = {
 int rt_open_websocket(lua_State *L)
 {
     luaL_checkstack(L, 8, "websocket");
-    if (luaL_newmetatable(L, WS_CLIENT_MT)) {
+    if (rt_newmetatable(L, WS_CLIENT_MT)) {
         luaL_newlib(L, client_methods);
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, lgc);

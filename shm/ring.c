@@ -127,6 +127,13 @@ void shm_tx_commit(struct shm_tx *tx, uint16_t type, uint16_t flags, uint32_t co
     tx->reserved = NULL;
 }
 
+void shm_tx_commit_len(struct shm_tx *tx, uint32_t len, uint16_t type, uint16_t flags,
+                       uint32_t conn)
+{
+    if (len < tx->reserved_len) tx->reserved_len = len;
+    shm_tx_commit(tx, type, flags, conn);
+}
+
 int shm_tx_write(struct shm_tx *tx, uint16_t type, uint16_t flags, uint32_t conn, const void *p,
                  uint32_t len)
 {

@@ -171,6 +171,11 @@ int shm_tx_reserve(struct shm_tx *tx, uint32_t len, void **payload);
  * head. The record is not visible until shm_tx_publish(). */
 void shm_tx_commit(struct shm_tx *tx, uint16_t type, uint16_t flags, uint32_t conn);
 
+/* Like shm_tx_commit, but the record keeps only the first len payload bytes
+ * (len <= the reserved length): a reservation filled by a short read. */
+void shm_tx_commit_len(struct shm_tx *tx, uint32_t len, uint16_t type, uint16_t flags,
+                       uint32_t conn);
+
 /* reserve + memcpy + commit. */
 int shm_tx_write(struct shm_tx *tx, uint16_t type, uint16_t flags, uint32_t conn, const void *p,
                  uint32_t len);
