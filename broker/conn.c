@@ -767,7 +767,7 @@ static int dres_open(struct brk_conn *c, const uint8_t *data, size_t len, int bi
     uint64_t left = ws_rx_payload_left(c->ws, &op, &fin);
     uint32_t maxp = c->w->link.tx.max_payload;
     if (!c->in_read || c->dres || !left || !brk_conn_outbox_empty(c) || len >= maxp ||
-        len + left < DIRECT_MIN)
+        len + left < DIRECT_MIN || c->w->state == BRK_W_DEAD)
         return 0;
     uint64_t want = len + left > maxp ? maxp : len + left;
     void *dst;

@@ -384,7 +384,7 @@ def http_error(writer, status, text):
 
 PATHS = {"/echo", "/chat", "/prices", "/headers", "/subproto", "/close", "/blast", "/count",
          "/invalid_utf8", "/big", "/ping", "/rsv", "/slow_handshake", "/never_read", "/drop",
-         "/raw"}
+         "/raw", "/frames"}
 
 
 async def handle(reader, writer):
@@ -673,11 +673,73 @@ async def app_raw(conn, info):
     await app_echo(conn, info)
 
 
+def text_payload(size, seed):
+    """Valid UTF-8 of exactly `size` bytes mixing 1-4 byte characters, so
+    that multi-byte characters straddle every read and record boundary."""
+    chars = ["a", "\u00e9", "\u20ac", "\U0001f600", "z", "\u00df"]
+    out, n, i = [], 0, seed
+    while n < size:
+        ch = chars[i % len(chars)].encode()
+        if n + len(ch) > size:
+            ch = b"x" * (size - n)
+        out.append(ch)
+        n += len(ch)
+        i += 1
+    return b"".join(out)
+
+
+def frames_script(kind):
+    """The frame sequence of /frames (see tests/peers/README.md)."""
+    sizes = [10, 20000, 70000, 5, 16384, 16383, 65536, (1 << 20) + 100, 300000, 3]
+    out = []
+    for i, size in enumerate(sizes):
+        if i % 2:
+            out.append(build_frame(OP_BINARY, pattern(size)))
+        else:
+            out.append(build_frame(OP_TEXT, text_payload(size, i)))
+    # a fragmented text message of 40000 + 30000 + 20 bytes, a ping between
+    # its fragments, then a fragmented binary message of 3 x 20000
+    t = text_payload(70020, 7)
+    out.append(build_frame(OP_TEXT, t[:40000], fin=False))
+    out.append(build_frame(OP_PING, b"mid"))
+    out.append(build_frame(OP_CONT, t[40000:70000], fin=False))
+    out.append(build_frame(OP_CONT, t[70000:], fin=True))
+    b = pattern(60000)
+    out.append(build_frame(OP_BINARY, b[:20000], fin=False))
+    out.append(build_frame(OP_CONT, b[20000:40000], fin=False))
+    out.append(build_frame(OP_CONT, b[40000:], fin=True))
+    if kind == "bad_utf8":
+        bad = bytearray(text_payload(100000, 1))
+        bad[90000:90002] = b"\xed\xa0"  # a surrogate's first bytes: invalid
+        out.append(build_frame(OP_TEXT, bytes(bad)))
+    return out
+
+
+async def app_frames(conn, info):
+    """Large and small frames in a fixed order (the broker's direct payload
+    reads); piece=N writes the stream in N-byte pieces with a short pause
+    between them, so reads end inside payloads."""
+    q = info["query"]
+    wire = b"".join(frames_script(str_arg(q, "kind", "good")))
+    piece = int_arg(q, "piece", 0, 0, 1 << 30)
+    if piece:
+        for off in range(0, len(wire), piece):
+            conn.write(wire[off:off + piece])
+            await conn.drain()
+            await asyncio.sleep(0.002)
+    else:
+        conn.write(wire)
+        await conn.drain()
+    await conn.send("END")
+    await drain_until_closed(conn)
+
+
 APPS = {"/echo": app_echo, "/chat": app_chat, "/prices": app_prices, "/headers": app_headers,
         "/subproto": app_subproto, "/close": app_close, "/blast": app_blast,
         "/count": app_count, "/invalid_utf8": app_invalid_utf8, "/big": app_big,
         "/ping": app_ping, "/rsv": app_rsv, "/slow_handshake": app_echo,
-        "/never_read": app_never_read, "/drop": app_drop, "/raw": app_raw}
+        "/never_read": app_never_read, "/drop": app_drop, "/raw": app_raw,
+        "/frames": app_frames}
 
 
 # ---- /sni (TLS server name indication; added for tests/integration/ws_tls.lua) ----

@@ -419,6 +419,39 @@ static void test_full_empty(void)
     free_pair(&b, &w);
 }
 
+/* shm_tx_commit_len: a reservation filled only in part (a short socket read
+ * in the broker's direct payload reads) becomes a record of that length, and
+ * the ring space it did not use is free for the next record. */
+static void test_commit_len(void)
+{
+    struct shm_link b, w;
+    CU_ASSERT_EQUAL_FATAL(make_pair(&b, &w, SMALL_RING), 0);
+    struct shm_tx *tx = &b.tx;
+    uint8_t *dst = malloc(tx->max_payload);
+    struct shm_rec h;
+    void *p;
+    uint64_t space = shm_tx_space(tx);
+    CU_ASSERT_EQUAL_FATAL(shm_tx_reserve(tx, 1000, &p), 0);
+    memset(p, 0x42, 37);
+    shm_tx_commit_len(tx, 37, PROTO_MSG, PROTO_F_MORE, 9);
+    CU_ASSERT_EQUAL(shm_tx_space(tx), space - (SHM_REC_HDR + 40)); /* 37 rounded to 8 */
+    CU_ASSERT_EQUAL_FATAL(shm_tx_reserve(tx, 5, &p), 0);
+    memcpy(p, "tail!", 5);
+    shm_tx_commit_len(tx, 9999, PROTO_MSG, 0, 9); /* longer than reserved: keeps 5 */
+    /* a reservation that is never committed writes nothing */
+    CU_ASSERT_EQUAL_FATAL(shm_tx_reserve(tx, 64, &p), 0);
+    memset(p, 0x77, 64);
+    shm_tx_publish(tx);
+    CU_ASSERT_EQUAL(read_one(&w.rx, 0, &h, dst), 1);
+    CU_ASSERT(h.len == 37 && h.type == PROTO_MSG && h.flags == PROTO_F_MORE && h.conn == 9);
+    CU_ASSERT(dst[0] == 0x42 && dst[36] == 0x42);
+    CU_ASSERT_EQUAL(read_one(&w.rx, 0, &h, dst), 1);
+    CU_ASSERT(h.len == 5 && h.flags == 0 && memcmp(dst, "tail!", 5) == 0);
+    CU_ASSERT_EQUAL(read_one(&w.rx, 0, &h, dst), 0);
+    free(dst);
+    free_pair(&b, &w);
+}
+
 /* A sleeping consumer is woken by publish, a sleeping producer by release. */
 static void test_wakeup_flags(void)
 {
@@ -1072,6 +1105,7 @@ int suite_shm(void)
         !CU_add_test(s, "error texts", test_strerror) ||
         !CU_add_test(s, "wrap-around at every offset", test_wrap_every_offset) ||
         !CU_add_test(s, "full and empty transitions", test_full_empty) ||
+        !CU_add_test(s, "commit of a partly filled reservation", test_commit_len) ||
         !CU_add_test(s, "wake-up flags and eventfds", test_wakeup_flags) ||
         !CU_add_test(s, "chunk flags and reassembly", test_chunk_flags_and_reasm) ||
         !CU_add_test(s, "3 MiB chunked across threads", test_chunks_threads) ||

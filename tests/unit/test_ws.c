@@ -704,6 +704,97 @@ static void test_read_limit(void)
     (void)f;
 }
 
+/* ws_rx_payload_left/done (the broker's direct payload reads): the caller
+ * takes payload bytes past the core; frames after them parse as usual;
+ * control frames, small and compressed frames are never offered; invalid
+ * UTF-8 read directly fails the connection with 1007. */
+static void test_direct_payload(void)
+{
+    struct ws_opts o = opts(0, 1 << 20);
+    struct rec r;
+    memset(&r, 0, sizeof r);
+    struct ws *w = open_ws(&r, &o, "");
+    int op = -1, fin = -1;
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 0); /* between frames */
+
+    /* a 300-byte binary frame: header and 100 bytes fed, 200 read directly */
+    uint8_t pay[300], frame[400], mine[300];
+    for (int i = 0; i < 300; i++)
+        pay[i] = (uint8_t)(i * 7);
+    size_t n = mkframe(frame, 0x82, pay, sizeof pay);
+    CU_ASSERT_EQUAL(ws_feed(w, frame, n - 200), (ssize_t)(n - 200));
+    CU_ASSERT_EQUAL(r.delivered, 100);
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 200);
+    CU_ASSERT_EQUAL(op, WS_OP_BINARY);
+    CU_ASSERT_EQUAL(fin, 1);
+    memcpy(mine, pay + 100, 200);
+    CU_ASSERT_EQUAL(ws_rx_payload_done(w, mine, 150), 0);
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 50);
+    CU_ASSERT_EQUAL(ws_rx_payload_done(w, mine + 150, 51), WS_E_STATE); /* more than left */
+    CU_ASSERT_EQUAL(ws_rx_payload_done(w, mine + 150, 50), 1);          /* ends the message */
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 0);
+    CU_ASSERT_EQUAL(r.delivered, 100); /* the direct bytes never reach on_message */
+    cb_msg(&r, WS_OP_BINARY, mine, 200, 1); /* the caller delivers them (as conn.c) */
+    CU_ASSERT_EQUAL_FATAL(r.n_msgs, 1);
+    CU_ASSERT(r.lens[0] == 300 && memcmp(r.msgs[0], pay, 300) == 0);
+
+    /* a fragmented text message: "h\xc3" + "\xa9llo" with a ping between;
+     * the fragments' payloads are read directly, splitting the character */
+    static const uint8_t f1[] = {0x01, 0x02, 'h', 0xc3};
+    static const uint8_t ping[] = {0x89, 0x01, 'p'};
+    static const uint8_t f2[] = {0x80, 0x04, 0xa9, 'l', 'l', 'o'};
+    CU_ASSERT_EQUAL(ws_feed(w, f1, 2), 2);
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 2);
+    CU_ASSERT_EQUAL(op, WS_OP_TEXT);
+    CU_ASSERT_EQUAL(fin, 0);
+    CU_ASSERT_EQUAL(ws_rx_payload_done(w, f1 + 2, 2), 0); /* frame over, message not */
+    cb_msg(&r, WS_OP_TEXT, f1 + 2, 2, 0);
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 0);
+    CU_ASSERT_EQUAL(ws_feed(w, ping, 2), 2);
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 0); /* control payloads never */
+    CU_ASSERT_EQUAL(ws_feed(w, ping + 2, 1), 1);
+    CU_ASSERT_EQUAL(r.n_pongs, 0); /* pings are answered by the core, not reported */
+    CU_ASSERT_EQUAL(ws_feed(w, f2, 2), 2);
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 4);
+    CU_ASSERT_EQUAL(op, WS_OP_TEXT); /* the message's opcode, not CONT */
+    CU_ASSERT_EQUAL(fin, 1);
+    CU_ASSERT_EQUAL(ws_rx_payload_done(w, f2 + 2, 4), 1);
+    cb_msg(&r, WS_OP_TEXT, f2 + 2, 4, 1);
+
+    /* then an ordinary frame parses as usual */
+    static const uint8_t hi[] = {0x81, 0x02, 'h', 'i'};
+    CU_ASSERT_EQUAL(ws_feed(w, hi, sizeof hi), (ssize_t)sizeof hi);
+    CU_ASSERT_EQUAL_FATAL(r.n_msgs, 3);
+    CU_ASSERT(r.lens[1] == 6 && memcmp(r.msgs[1], "h\xc3\xa9llo", 6) == 0);
+    CU_ASSERT(r.lens[2] == 2 && memcmp(r.msgs[2], "hi", 2) == 0);
+    CU_ASSERT_EQUAL(r.bad_chunk, 0);
+
+    /* invalid UTF-8 in directly read text: 1007, on_close, then nothing */
+    static const uint8_t bad[] = {0x81, 0x04, 'o', 'k', 0xed, 0xa0};
+    CU_ASSERT_EQUAL(ws_feed(w, bad, 2), 2);
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 4);
+    CU_ASSERT_EQUAL(ws_rx_payload_done(w, bad + 2, 2), 0);
+    CU_ASSERT_EQUAL(ws_rx_payload_done(w, bad + 4, 2), WS_E_UTF8);
+    CU_ASSERT_EQUAL(r.closed, 1);
+    CU_ASSERT_EQUAL(r.code, 1007);
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 0);
+    CU_ASSERT_EQUAL(ws_rx_payload_done(w, bad + 4, 1), WS_E_STATE);
+    ws_free(w);
+    rec_free(&r);
+
+    /* compressed messages are never offered */
+    struct ws_opts oc = opts(1, 1 << 20);
+    memset(&r, 0, sizeof r);
+    w = open_ws(&r, &oc, "Sec-WebSocket-Extensions: permessage-deflate\r\n");
+    static const uint8_t zhello[] = {0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00};
+    CU_ASSERT_EQUAL(ws_feed(w, zhello, 4), 4);
+    CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 0);
+    CU_ASSERT_EQUAL(ws_feed(w, zhello + 4, sizeof zhello - 4), (ssize_t)(sizeof zhello - 4));
+    CU_ASSERT_EQUAL(r.n_msgs, 1);
+    ws_free(w);
+    rec_free(&r);
+}
+
 static void test_deflate_bomb(void)
 {
     const size_t raw = 1 << 20;
@@ -1548,6 +1639,7 @@ int suite_ws(void)
         {"pings inside a fragmented message: one pong each", test_ping_interleaved},
         {"protocol errors map to close codes at the right byte", test_protocol_errors},
         {"read_limit exactly-at and one-over", test_read_limit},
+        {"direct payload reads past the core", test_direct_payload},
         {"deflate bomb stops near the limit", test_deflate_bomb},
         {"RFC 7692 7.2.3 examples", test_rfc7692_examples},
         {"handshake response cases", test_handshake_cases},
