@@ -168,7 +168,8 @@ struct rt_ws {
     int closing_state;        /* 1 inside the context's __gc (lua_close) */
     const char *fatal;        /* why a dispatch failed fatally (static) */
     int strs_ref;             /* registry ref: {"type", "data", "text", "binary"} */
-    int strs_idx;             /* stack index of that table during a dispatch, else 0 */
+    int strs_idx;             /* during a dispatch: stack index of the first of those four
+                                 strings (pushed in order), else 0 */
 };
 
 /* ---- constants generated from shm/proto.h ---- */
@@ -566,25 +567,37 @@ static void push_message(struct rt_ws *ws, lua_State *L, int binary, const void 
     /* The keys and type names come from a table under an integer registry
      * ref (array lookups) rather than from C strings, which Lua would look
      * up in its string cache (hash and strcmp) three times per message. */
-    int strs = ws->strs_idx;
-    if (!strs) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, ws->strs_ref);
-        strs = lua_gettop(L);
+    int s = ws->strs_idx;
+    if (s) {                            /* inside a dispatch: the strings are on the stack */
+        lua_createtable(L, 0, 2);       /* msg */
+        lua_pushvalue(L, s);            /* msg "type" */
+        lua_pushvalue(L, binary ? s + 3 : s + 2);
+        lua_rawset(L, -3);
+        lua_pushvalue(L, s + 1); /* msg "data" */
+        lua_pushlstring(L, p, n);
+        lua_rawset(L, -3);
+        return;
     }
-    lua_createtable(L, 0, 2); /* msg */
-    lua_rawgeti(L, strs, 1);  /* msg "type" */
-    lua_rawgeti(L, strs, binary ? 4 : 3);
-    lua_rawset(L, -3);       /* msg */
-    lua_rawgeti(L, strs, 2); /* msg "data" */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ws->strs_ref); /* strs */
+    lua_createtable(L, 0, 2);                        /* strs msg */
+    lua_rawgeti(L, -2, 1);
+    lua_rawgeti(L, -3, binary ? 4 : 3);
+    lua_rawset(L, -3);
+    lua_rawgeti(L, -2, 2);
     lua_pushlstring(L, p, n);
-    lua_rawset(L, -3); /* msg */
-    if (!ws->strs_idx) lua_remove(L, -2);
+    lua_rawset(L, -3);
+    lua_remove(L, -2); /* msg */
 }
 
 void rt_ws_dispatch_begin(struct rt_ws *ws, lua_State *L)
 {
+    luaL_checkstack(L, 16, "dispatch");
     lua_rawgeti(L, LUA_REGISTRYINDEX, ws->strs_ref);
-    ws->strs_idx = lua_gettop(L);
+    int t = lua_gettop(L);
+    for (int i = 1; i <= 4; i++)
+        lua_rawgeti(L, t, i);
+    lua_remove(L, t);
+    ws->strs_idx = lua_gettop(L) - 3;
 }
 
 void rt_ws_dispatch_end(struct rt_ws *ws)
@@ -992,6 +1005,23 @@ static int lsend(lua_State *L)
     if (type == WS_TEXT && !utf8_valid((const unsigned char *)data, len))
         return rt_err_return(L, 1, PROTO_EK_INVALID, RT_RETRY_NO,
                              "text message is not valid UTF-8 (send it as websocket.BINARY?)");
+    /* Fast path: nobody else is sending, no write timeout, and the message
+     * fits into one record and into the send window: one SEND record, no
+     * waiting (the general path below does the same in more steps). */
+    struct rt_ws *ws = c->ws;
+    uint64_t avail = c->tx_window > c->tx_used ? c->tx_window - c->tx_used : 0;
+    if (!c->sender && !c->write_timeout_ms && len <= avail &&
+        len + sizeof(uint64_t) <= rt_bridge_max_payload(ws->bridge)) {
+        if (c->send_err.set) err_clear(&c->send_err);
+        uint64_t total = len;
+        uint16_t flags = (type == WS_BINARY ? PROTO_F_BINARY : 0) | PROTO_F_BEGIN;
+        if (rt_bridge_write(ws->bridge, L, PROTO_SEND, flags, c->id, &total, sizeof total, data,
+                            (uint32_t)len) < 0)
+            return link_broken_return(L, 1);
+        c->tx_used += len;
+        lua_pushboolean(L, 1);
+        return 1;
+    }
     lua_settop(L, 3);
     lua_pushinteger(L, type);
     lua_replace(L, 3);

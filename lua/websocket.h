@@ -35,8 +35,8 @@ struct rt_ws *rt_ws_new(lua_State *L, struct rt_bridge *b);
  * feeds channels on L. May raise a Lua error (memory), so call it in
  * protected mode. Returns 0, or negative for a fatal inconsistency (the run
  * must end). */
-/* Bracket a run of rt_ws_dispatch calls on one stack: begin pushes a table
- * the message builder reads (one slot of L, left for the caller to pop);
+/* Bracket a run of rt_ws_dispatch calls on one stack: begin pushes four
+ * strings the message builder reads (four slots of L, left for the caller);
  * end must run afterwards even when the dispatch raised an error. */
 void rt_ws_dispatch_begin(struct rt_ws *ws, lua_State *L);
 void rt_ws_dispatch_end(struct rt_ws *ws);
