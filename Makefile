@@ -80,6 +80,10 @@ $(BUILD)/unit_tests: $(call obj,$(UNIT_SRC)) $(BUILD)/libhost.a
 $(BUILD)/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libhost.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# Measures the worker's Lua: linked like the worker.
+$(BUILD)/bench_lua_floor: $(BUILD)/obj/tests/bench/bench_lua_floor.o $(BUILD)/libhost.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(WORKER_LIBS)
+
 $(BUILD)/%: $(BUILD)/obj/tests/bench/%.o $(BUILD)/libhost.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
