@@ -283,6 +283,11 @@ int rt_bridge_write(struct rt_bridge *b, lua_State *L, uint16_t type, uint16_t f
     return bridge_write(b, L, 1, type, flags, conn, a, alen, c, clen);
 }
 
+void rt_bridge_publish(struct rt_bridge *b)
+{
+    shm_tx_publish(&b->link->tx);
+}
+
 int rt_bridge_try_write(struct rt_bridge *b, uint16_t type, uint16_t flags, uint32_t conn,
                         const void *a, uint32_t alen, const void *c, uint32_t clen)
 {

@@ -67,6 +67,10 @@ uint32_t rt_bridge_max_payload(const struct rt_bridge *b);
 int rt_bridge_write(struct rt_bridge *b, lua_State *L, uint16_t type, uint16_t flags, uint32_t conn,
                     const void *a, uint32_t alen, const void *c, uint32_t clen);
 
+/* Makes the records written so far visible to the broker now (and wakes it
+ * if it waits for them) instead of when the worker next waits. */
+void rt_bridge_publish(struct rt_bridge *b);
+
 /* Like rt_bridge_write but never waits: returns SHM_EAGAIN when the ring is
  * full. Publishes on success. Safe to call from hooks and finalizers. */
 int rt_bridge_try_write(struct rt_bridge *b, uint16_t type, uint16_t flags, uint32_t conn,

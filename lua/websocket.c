@@ -892,6 +892,12 @@ static void send_timer_cb(struct rt *rt, void *ctx)
 
 /* Stack of send while it runs: 1 client, 2 data, 3 type, 4 deadline (ns,
  * 0 = none). */
+/* send_k writes a message in records of at most SEND_PIECE_BYTES, and
+ * publishes every piece of at least SEND_PUBLISH_BYTES at once, so that the
+ * broker masks and sends one piece while the worker copies the next. */
+#define SEND_PIECE_BYTES   (256u << 10)
+#define SEND_PUBLISH_BYTES (64u << 10)
+
 static int send_k(lua_State *L, int status, lua_KContext kctx)
 {
     struct ws_box *box = lua_touserdata(L, 1);
@@ -916,6 +922,7 @@ static int send_k(lua_State *L, int status, lua_KContext kctx)
         err_clear(&c->send_err);
     }
     uint32_t max = ws->bridge ? rt_bridge_max_payload(ws->bridge) : 0;
+    if (max > SEND_PIECE_BYTES) max = SEND_PIECE_BYTES;
     for (;;) {
         if (c->send_err.set) {
             struct ws_err e = c->send_err;
@@ -979,6 +986,9 @@ static int send_k(lua_State *L, int status, lua_KContext kctx)
         c->send_begun = 1;
         c->send_off += n;
         c->tx_used += n;
+        /* A large message goes out piece by piece: let the broker start on
+         * this piece while the next one is copied into the ring. */
+        if (n >= SEND_PUBLISH_BYTES && c->send_off < len) rt_bridge_publish(ws->bridge);
     }
     if (deadline && !c->send_timer)
         c->send_timer = rt_timer_add(ws->rt, deadline, send_timer_cb, c);
