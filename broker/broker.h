@@ -101,6 +101,7 @@ struct brk_worker {
     struct brk_timer wall_timer;  /* wall-clock budget */
     enum brk_wstate state;
     uint8_t *rec;             /* copy-out buffer for one record (owned) */
+    int rec_shared;           /* the record being handled was not copied (intake) */
     uint32_t rec_cap;         /* its size = ring max payload */
     struct brk_connmap conns; /* live connections by id */
     uint32_t last_conn_id;    /* highest id the worker has used */
@@ -158,7 +159,11 @@ void brk_worker_publish(struct brk_worker *w);
 /* Connections (conn.c). */
 struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t *payload,
                                uint32_t len);
-void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint32_t n);
+/* p is the payload; shared: it still lies in the worker's ring (a binary
+ * SEND passed through, see intake in worker.c), so it is copied before any
+ * check that reads it. */
+void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint32_t n,
+                      int shared);
 void brk_conn_on_ping(struct brk_conn *c, const uint8_t *p, uint32_t n);
 void brk_conn_on_close(struct brk_conn *c, const uint8_t *p, uint32_t n);
 void brk_conn_on_credit(struct brk_conn *c, uint32_t n);

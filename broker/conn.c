@@ -592,6 +592,20 @@ static void arm_read_timer(struct brk_conn *c)
                         on_read_timeout);
 }
 
+/* Keeps n bytes read but not fed (the stash is empty) for maybe_resume. */
+static void stash_put(struct brk_conn *c, const uint8_t *p, size_t n)
+{
+    uint8_t *s = realloc(c->stash, n);
+    if (!s) {
+        finish(c, 1006, PROTO_BY_BROKER, PROTO_EK_INTERNAL, NULL, 0, "out of memory");
+        return;
+    }
+    memcpy(s, p, n);
+    c->stash = s;
+    c->stash_len = n;
+    c->stash_off = 0;
+}
+
 /* Feeds bytes to the core; keeps what it did not take in the stash. */
 static void feed(struct brk_conn *c, const uint8_t *p, size_t n, int from_stash)
 {
@@ -609,18 +623,7 @@ static void feed(struct brk_conn *c, const uint8_t *p, size_t n, int from_stash)
         if (c->stash_off == c->stash_len) c->stash_off = c->stash_len = 0;
         return;
     }
-    if (used < n && ws_state(c->ws) != WS_CLOSED) {
-        size_t rest = n - used;
-        uint8_t *s = realloc(c->stash, rest);
-        if (!s) {
-            finish(c, 1006, PROTO_BY_BROKER, PROTO_EK_INTERNAL, NULL, 0, "out of memory");
-            return;
-        }
-        memcpy(s, p + used, rest);
-        c->stash = s;
-        c->stash_len = rest;
-        c->stash_off = 0;
-    }
+    if (used < n && ws_state(c->ws) != WS_CLOSED) stash_put(c, p + used, n - used);
 }
 
 static ssize_t read_direct(struct brk_conn *c, size_t *tail);
@@ -661,8 +664,14 @@ static void do_read(struct brk_conn *c)
         }
         arm_read_timer(c);
         if (direct) {
-            /* bytes after the frame, read by the same readv */
+            /* bytes after the frame, read by the same readv: fed now, or
+             * kept until reading resumes if that frame paused it (the
+             * worker's channel is full) */
             if (!tail || c->freed || !c->ws) continue;
+            if (c->rx_paused) {
+                stash_put(c, b->rdbuf, tail);
+                break;
+            }
             r = (ssize_t)tail;
         }
         feed(c, b->rdbuf, (size_t)r, 0);
@@ -1381,7 +1390,8 @@ static void flush_deferred(void *ctx)
     brk_worker_publish(c->w);
 }
 
-void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint32_t n)
+void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint32_t n,
+                      int shared)
 {
     struct brk_worker *w = c->w;
     if (c->worker_closed && (flags & PROTO_F_BEGIN)) {
@@ -1416,6 +1426,11 @@ void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint
     } else if (!c->sending) {
         brk_worker_kill(w, BRK_WEND_VIOLATION, "SEND continuation without a BEGIN");
         return;
+    }
+    if (shared && c->send_text) {
+        /* a text message is checked: take its bytes out of the ring first */
+        memcpy(w->rec, p, n);
+        p = w->rec;
     }
     if ((uint64_t)n > c->send_left || (!(flags & PROTO_F_MORE) && n != c->send_left) ||
         ((flags & PROTO_F_MORE) && n == c->send_left)) {

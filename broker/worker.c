@@ -29,6 +29,11 @@
 
 /* Records handled per intake round before yielding to other events. */
 #define INTAKE_BATCH 512
+
+/* Binary SEND payloads of at least this many bytes are not copied out of the
+ * ring at intake: the masking copy into the socket output reads them once
+ * (shm_rx_read_hdr). Smaller ones are copied like every other record. */
+#define PASS_MIN 4096
 /* Ring space kept free for replies before a W2B record is processed. */
 #define REPLY_RESERVE 4096u
 /* Outbox bytes of one worker above which its intake pauses. */
@@ -594,7 +599,7 @@ static int handle_record(struct brk_worker *w, const struct shm_rec *h, const ui
             return 0;
         }
         if (h->type == PROTO_SEND)
-            brk_conn_on_send(c, h->flags, p, h->len);
+            brk_conn_on_send(c, h->flags, p, h->len, w->rec_shared);
         else if (h->flags) {
             brk_worker_kill(w, BRK_WEND_VIOLATION, "record type %u with flags", h->type);
             return -1;
@@ -659,7 +664,8 @@ static void intake(struct brk_worker *w)
             break;
         }
         struct shm_rec h;
-        int rc = shm_rx_read_copy(&l->rx, &h, w->rec, w->rec_cap);
+        const uint8_t *p;
+        int rc = shm_rx_read_hdr(&l->rx, &h, &p);
         if (rc < 0) {
             brk_worker_kill(w, BRK_WEND_VIOLATION, "ring: %s", shm_strerror(rc));
             return;
@@ -676,7 +682,16 @@ static void intake(struct brk_worker *w)
             continue;
         }
         n++;
-        if (handle_record(w, &h, w->rec) < 0) return;
+        /* Large binary SEND payloads are passed through: the masking copy
+         * into the connection's output is the broker's one copy of them.
+         * Everything else is copied out before it is looked at. */
+        int shared = h.type == PROTO_SEND && (h.flags & PROTO_F_BINARY) && h.len >= PASS_MIN;
+        if (!shared && h.len) memcpy(w->rec, p, h.len);
+        shm_rx_read_done(&l->rx, &h);
+        w->rec_shared = shared;
+        rc = handle_record(w, &h, shared ? p : w->rec);
+        w->rec_shared = 0;
+        if (rc < 0) return;
     }
     if (w->state != BRK_W_DEAD) {
         shm_rx_release(&l->rx);

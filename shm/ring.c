@@ -262,7 +262,7 @@ void shm_rx_consume(struct shm_rx *rx)
     rx->seq++;
 }
 
-int shm_rx_read_copy(struct shm_rx *rx, struct shm_rec *hdr, void *buf, uint32_t cap)
+int shm_rx_read_hdr(struct shm_rx *rx, struct shm_rec *hdr, const uint8_t **payload)
 {
     int refreshed = 0;
     for (;;) {
@@ -301,15 +301,30 @@ int shm_rx_read_copy(struct shm_rx *rx, struct shm_rec *hdr, void *buf, uint32_t
         if (rb > to_end || rb > avail) return SHM_EBADLEN;
         if (h.type >= rx->type_limit) return SHM_EBADTYPE;
         if (h.seq != rx->seq) return SHM_EBADSEQ;
-        if (h.len > cap) return SHM_ETRUNC;
-        if (h.len) memcpy(buf, rx->data + off + SHM_REC_HDR, h.len);
-        COMPILER_BARRIER();
         *hdr = h;
-        rx->tail += rb;
-        rx->seq++;
+        *payload = rx->data + off + SHM_REC_HDR;
         return 1;
     }
 }
+
+void shm_rx_read_done(struct shm_rx *rx, const struct shm_rec *hdr)
+{
+    rx->tail += rec_bytes(hdr->len);
+    rx->seq++;
+}
+
+int shm_rx_read_copy(struct shm_rx *rx, struct shm_rec *hdr, void *buf, uint32_t cap)
+{
+    const uint8_t *p;
+    int rc = shm_rx_read_hdr(rx, hdr, &p);
+    if (rc != 1) return rc;
+    if (hdr->len > cap) return SHM_ETRUNC;
+    if (hdr->len) memcpy(buf, p, hdr->len);
+    COMPILER_BARRIER();
+    shm_rx_read_done(rx, hdr);
+    return 1;
+}
+
 
 void shm_rx_release(struct shm_rx *rx)
 {

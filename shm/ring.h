@@ -226,6 +226,16 @@ void shm_rx_consume(struct shm_rx *rx);
  * hostile; the link must not be used again). cap must be >= max_payload. */
 int shm_rx_read_copy(struct shm_rx *rx, struct shm_rec *hdr, void *buf, uint32_t cap);
 
+/* shm_rx_read_copy in two steps, for payloads the broker passes through
+ * without deciding anything from them: shm_rx_read_hdr copies and validates
+ * the next record's header exactly like shm_rx_read_copy and points *payload
+ * at its bytes in shared memory, which the worker can still change: read each
+ * at most once (a masking copy), never validate them in place. Returns as
+ * shm_rx_read_copy (nothing consumed yet); shm_rx_read_done then consumes the
+ * record (private tail). */
+int shm_rx_read_hdr(struct shm_rx *rx, struct shm_rec *hdr, const uint8_t **payload);
+void shm_rx_read_done(struct shm_rx *rx, const struct shm_rec *hdr);
+
 /* Publishes the private tail (release store) and wakes the producer through
  * its eventfd if it waits for room. */
 void shm_rx_release(struct shm_rx *rx);

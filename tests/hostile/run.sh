@@ -194,6 +194,7 @@ violation send_too_big 1001 'over the maximum'
 violation send_bad_flags 1001 'SEND with unknown flags'
 violation send_bad_utf8 1001 'SEND of text that is not UTF-8'
 violation send_utf8_split 1001 'SEND of text that is not UTF-8'
+violation send_text_as_binary 1001 'SEND of text that is not UTF-8'
 violation send_beyond_window - "SEND beyond the connection's window"
 violation send_after_close 1000 'SEND on connection 1 after its CLOSE'
 violation close_twice 1000 'malformed or repeated CLOSE record'

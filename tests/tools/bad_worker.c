@@ -701,6 +701,26 @@ static void m_send_utf8_split(void)
     }
 }
 
+/* A text message whose large second chunk is flagged BINARY (the broker
+ * passes large binary SEND payloads through without copying) and holds
+ * invalid UTF-8 at its end: the message is text, so it must still be copied
+ * and checked. */
+static void m_send_text_as_binary(void)
+{
+    if (open_tracked(1) == 0) {
+        static uint8_t buf[8 + 8192];
+        uint64_t total = 8 + 8192;
+        memcpy(buf, &total, 8);
+        memcpy(buf + 8, "text ok!", 8);
+        put(PROTO_SEND, PROTO_F_BEGIN | PROTO_F_MORE, 1, buf, 16);
+        memset(buf, 'x', 8192);
+        buf[8190] = 0xed; /* a surrogate's first bytes */
+        buf[8191] = 0xa0;
+        put(PROTO_SEND, PROTO_F_BINARY, 1, buf, 8192);
+        publish();
+    }
+}
+
 /* Sends far more than the window without waiting for TX_CREDIT, to a server
  * that never reads. */
 static void m_send_beyond_window(void)
@@ -1125,6 +1145,7 @@ static const struct mode modes[] = {
     {"send_bad_flags", m_send_bad_flags},
     {"send_bad_utf8", m_send_bad_utf8},
     {"send_utf8_split", m_send_utf8_split},
+    {"send_text_as_binary", m_send_text_as_binary},
     {"send_beyond_window", m_send_beyond_window},
     {"send_after_close", m_send_after_close},
     {"close_twice", m_close_twice},
