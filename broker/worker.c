@@ -3,8 +3,11 @@
  * a violation, and classifying how it ended.
  *
  * Layer: broker/. Every byte of the worker's region is hostile: records are
- * copied out once by shm_rx_read_copy() and checked here (type, direction,
- * connection id, state, sizes) before anything acts on them. The broker never
+ * copied out once (shm_rx_read_hdr and a copy of the payload) and checked
+ * here (type, direction, connection id, state, sizes) before anything acts on
+ * them. The one exception is the payload of a large binary SEND (PASS_MIN),
+ * which nothing checks: it is read once, by the masking copy into the
+ * socket output, straight from the ring. The broker never
  * waits for a worker: when the ring to the worker is full, records wait in
  * connection outboxes and intake pauses, all without blocking. */
 #include "broker/broker.h"
