@@ -43,8 +43,11 @@ struct rt_bridge {
  * away). A spin that comes back empty turns spinning off until a wait is
  * again answered within this time, so an idle worker never spins and a
  * sparse one spins once per burst. Saves the eventfd wake-up (and the
- * broker's eventfd write) per message. */
-#define BRIDGE_SPIN_NS 50000
+ * broker's eventfd write) per message. 150 us rather than 50 us: answers to
+ * 64 KiB messages take 50-90 us through broker and server, and with 50 us
+ * they fell out of the window half the time (echo 64 KiB 0.62x -> 0.79x raw
+ * C, 1 KiB 0.84x -> 0.99x; tests/BENCHMARKS.md). Off under a CPU budget. */
+#define BRIDGE_SPIN_NS 150000
 
 uint32_t rt_bridge_max_payload(const struct rt_bridge *b)
 {
