@@ -561,6 +561,8 @@ struct rt_ws *rt_ws_new(lua_State *L, struct rt_bridge *b)
 
 /* ---- records from the broker ---- */
 
+#define RX_KEEP_BYTES (1u << 20) /* largest reassembly buffer kept between messages */
+
 /* Pushes {type=, data=} for a message of n bytes at p. [-0, +1] */
 static void push_message(struct rt_ws *ws, lua_State *L, int binary, const void *p, size_t n)
 {
@@ -661,8 +663,10 @@ static int on_msg(struct rt_ws *ws, lua_State *L, struct ws_conn *c, const struc
     c->rx_active = 1;
     if (more) return 0;
     push_message(ws, L, binary, c->rx_buf, c->rx_len);
-    /* Large buffers go back to the allocator; small ones are reused. */
-    if (c->rx_cap > 256 * 1024) rx_free(L, c);
+    /* The reassembly buffer is kept for the next message up to 1 MiB (it
+     * grows by doubling, and regrowing it for every large message copied
+     * each message about twice more); larger ones go back to the allocator. */
+    if (c->rx_cap > RX_KEEP_BYTES) rx_free(L, c);
     c->rx_len = 0;
     c->rx_active = 0;
     return deliver(ws, L, c);
