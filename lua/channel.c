@@ -292,27 +292,36 @@ static int try_recv(lua_State *L, struct chan *ch)
     return ch->closed ? 0 : -1;
 }
 
-/* Send the value at vidx without blocking: 1 = done, 0 = channel closed,
- * -1 = it would block, -2 = no stack space on the receiver (memory). */
-static int try_send(lua_State *L, struct chan *ch, int vidx)
+/* Hands the value on top of L to a parked receiver or to the buffer of an
+ * open channel: 1 = done (popped), -1 = it would block, -2 = no stack space
+ * on the receiver (memory); the value stays on top unless done. */
+static int put_top(lua_State *L, struct chan *ch)
 {
-    if (ch->closed) return 0;
     struct chan_waiter *w = ch->recvq.head;
     if (w) {
         lua_State *th = w->op->th;
         if (!lua_checkstack(th, 1)) return -2;
-        lua_pushvalue(L, vidx);
         lua_xmove(L, th, 1);
         fire(w, 1);
         take_hook(ch);
         return 1;
     }
     if (ch->count < ch->cap) {
-        lua_pushvalue(L, vidx);
         buf_put(L, ch);
         return 1;
     }
     return -1;
+}
+
+/* Send the value at vidx without blocking: 1 = done, 0 = channel closed,
+ * -1 = it would block, -2 = no stack space on the receiver (memory). */
+static int try_send(lua_State *L, struct chan *ch, int vidx)
+{
+    if (ch->closed) return 0;
+    lua_pushvalue(L, vidx);
+    int r = put_top(L, ch);
+    if (r != 1) lua_pop(L, 1);
+    return r;
 }
 
 static int recv_ready(const struct chan *ch)
@@ -385,29 +394,11 @@ int chan_offer(lua_State *L, struct chan *ch, int idx)
         lua_pushvalue(L, idx);
         lua_remove(L, idx < 0 ? idx - 1 : idx);
     }
-    /* the value is on top now; every path below pops it */
-    if (ch->closed) {
-        lua_pop(L, 1);
-        return -2;
-    }
-    struct chan_waiter *w = ch->recvq.head;
-    if (w) {
-        lua_State *th = w->op->th;
-        if (!lua_checkstack(th, 1)) {
-            lua_pop(L, 1);
-            luaL_error(L, "not enough memory");
-        }
-        lua_xmove(L, th, 1);
-        fire(w, 1);
-        take_hook(ch);
-        return 0;
-    }
-    if (ch->count < ch->cap) {
-        buf_put(L, ch);
-        return 0;
-    }
+    int r = ch->closed ? 0 : put_top(L, ch); /* the value is on top now */
+    if (r == 1) return 0;
     lua_pop(L, 1);
-    return -1;
+    if (r == -2) luaL_error(L, "not enough memory");
+    return r == 0 ? -2 : -1;
 }
 
 void chan_close(lua_State *L, struct chan *ch)
