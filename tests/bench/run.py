@@ -9,7 +9,7 @@ figure is printed with its ratio to the C reference client measured in the
 same run. Never part of `make test`: it prints tables, it does not judge
 (targets are listed with "met"/"MISSED" for the reader).
 
-Environment: BUILD (default build), BENCH_RUNS (3), BENCH_SECS (0.4),
+Environment: BUILD (default build), BENCH_RUNS (5), BENCH_SECS (0.4),
 BENCH_SIZES (16,1024,65536,1048576), BENCH_MODES (recv,echo,pipe,send,recvz),
 BENCH_CLIENTS (ref,ours,lws,node,py,luahttp), BENCH_COMPONENTS (1; 0 skips the
 component benchmarks), BENCH_OUT (a file to write the tables to as Markdown as
@@ -25,7 +25,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
-RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 SECS = float(os.environ.get("BENCH_SECS", "0.4"))
 SIZES = [int(x) for x in os.environ.get("BENCH_SIZES", "16,1024,65536,1048576").split(",")]
 MODES = os.environ.get("BENCH_MODES", "recv,echo,pipe,send,recvz").split(",")
@@ -227,13 +227,25 @@ def run_one(who, port, mode, size):
     return d
 
 
-def median_run(who, port, mode, size):
-    rs = [run_one(who, port, mode, size) for _ in range(RUNS)]
+def median_of(rs):
     rs = [r for r in rs if r]
     if not rs:
         return None
-    med = {k: statistics.median([r[k] for r in rs if k in r]) for k in rs[0]}
-    return med
+    return {k: statistics.median([r[k] for r in rs if k in r]) for k in rs[0]}
+
+
+def median_run(who, port, mode, size):
+    return median_of([run_one(who, port, mode, size) for _ in range(RUNS)])
+
+
+def interleaved(clients, port, mode, size):
+    """RUNS rounds, each running every client once (so that a burst of load
+    from the machine's other users hits all of them alike); medians."""
+    runs = {c: [] for c in clients}
+    for _ in range(RUNS):
+        for c in clients:
+            runs[c].append(run_one(c, port, mode, size))
+    return {c: median_of(runs[c]) for c in clients}
 
 
 # ---- end to end ----
@@ -267,14 +279,15 @@ def end_to_end(port):
         for size in SIZES:
             row = [size_name(size)]
             ref = None
+            meds = interleaved(order + (["srv"] if mode == "recv" else []), port, mode, size)
             for c in order:
-                r = median_run(c, port, mode, size)
+                r = meds[c]
                 results[(mode, size, c)] = r
                 if c == "ref":
                     ref = r
                 row.append(cell(mode, r, ref, c == "ref"))
             if mode == "recv":
-                r = median_run("srv", port, mode, size)
+                r = meds["srv"]
                 results[(mode, size, "srv")] = r
                 row.append(cell(mode, r, ref, False))
             if "ours" in order:
