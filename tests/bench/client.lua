@@ -44,6 +44,7 @@ elseif mode == "echo" or mode == "pipe" then
         assert(c:send(payload, websocket.BINARY))
     end
     local inflight, sending, ts = k, true, t0
+    local send, BIN = c.send, websocket.BINARY
     while inflight > 0 do
         local m = assert(receive(ch))
         inflight = inflight - 1
@@ -55,7 +56,7 @@ elseif mode == "echo" or mode == "pipe" then
         if sending and t:sub(t0) >= limit then sending = false end
         if sending then
             ts = t
-            assert(c:send(payload, websocket.BINARY))
+            assert(send(c, payload, BIN))
             inflight = inflight + 1
         end
     end
