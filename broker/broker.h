@@ -162,8 +162,7 @@ struct brk_conn *brk_conn_open(struct brk_worker *w, uint32_t id, const uint8_t 
 /* p is the payload; shared: it still lies in the worker's ring (a binary
  * SEND passed through, see intake in worker.c), so it is copied before any
  * check that reads it. */
-void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint32_t n,
-                      int shared);
+void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint32_t n, int shared);
 void brk_conn_on_ping(struct brk_conn *c, const uint8_t *p, uint32_t n);
 void brk_conn_on_close(struct brk_conn *c, const uint8_t *p, uint32_t n);
 void brk_conn_on_credit(struct brk_conn *c, uint32_t n);

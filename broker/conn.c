@@ -1390,8 +1390,7 @@ static void flush_deferred(void *ctx)
     brk_worker_publish(c->w);
 }
 
-void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint32_t n,
-                      int shared)
+void brk_conn_on_send(struct brk_conn *c, uint16_t flags, const uint8_t *p, uint32_t n, int shared)
 {
     struct brk_worker *w = c->w;
     if (c->worker_closed && (flags & PROTO_F_BEGIN)) {

@@ -59,9 +59,9 @@
 #define RT_MEM_RESERVE      ((size_t)512 << 10) /* usable above the cap once fatal */
 #define RT_ERR_MAX          16384               /* bytes kept of an error message */
 #define RT_MODNAMES         256
-#define POOL_QUANTUM        16          /* size classes of the small-block pool */
-#define POOL_MAX            256         /* largest block from the pool */
-#define POOL_SLAB           (64 << 10)  /* pool memory comes in slabs of this size */
+#define POOL_QUANTUM        16         /* size classes of the small-block pool */
+#define POOL_MAX            256        /* largest block from the pool */
+#define POOL_SLAB           (64 << 10) /* pool memory comes in slabs of this size */
 
 #define REG_MODULES "rt.modules" /* registry: name -> module table */
 

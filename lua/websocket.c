@@ -51,7 +51,7 @@
 #include "lua/rt.h"
 #include "shm/proto.h"
 
-#define WS_CTX_KEY   "rt.websocket.ctx"
+#define WS_CTX_KEY "rt.websocket.ctx"
 static const char WS_CLIENT_MT[] = "rt.websocket.client";
 
 #define WS_DEFAULT_DIAL_MS  30000u
@@ -570,9 +570,9 @@ static void push_message(struct rt_ws *ws, lua_State *L, int binary, const void 
      * ref (array lookups) rather than from C strings, which Lua would look
      * up in its string cache (hash and strcmp) three times per message. */
     int s = ws->strs_idx;
-    if (s) {                            /* inside a dispatch: the strings are on the stack */
-        lua_createtable(L, 0, 2);       /* msg */
-        lua_pushvalue(L, s);            /* msg "type" */
+    if (s) {                      /* inside a dispatch: the strings are on the stack */
+        lua_createtable(L, 0, 2); /* msg */
+        lua_pushvalue(L, s);      /* msg "type" */
         lua_pushvalue(L, binary ? s + 3 : s + 2);
         lua_rawset(L, -3);
         lua_pushvalue(L, s + 1); /* msg "data" */

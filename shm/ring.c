@@ -325,7 +325,6 @@ int shm_rx_read_copy(struct shm_rx *rx, struct shm_rec *hdr, void *buf, uint32_t
     return 1;
 }
 
-
 void shm_rx_release(struct shm_rx *rx)
 {
     if (rx->tail == rx->released) return;

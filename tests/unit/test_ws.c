@@ -733,7 +733,7 @@ static void test_direct_payload(void)
     CU_ASSERT_EQUAL(ws_rx_payload_done(w, mine + 150, 51), WS_E_STATE); /* more than left */
     CU_ASSERT_EQUAL(ws_rx_payload_done(w, mine + 150, 50), 1);          /* ends the message */
     CU_ASSERT_EQUAL(ws_rx_payload_left(w, &op, &fin), 0);
-    CU_ASSERT_EQUAL(r.delivered, 100); /* the direct bytes never reach on_message */
+    CU_ASSERT_EQUAL(r.delivered, 100);      /* the direct bytes never reach on_message */
     cb_msg(&r, WS_OP_BINARY, mine, 200, 1); /* the caller delivers them (as conn.c) */
     CU_ASSERT_EQUAL_FATAL(r.n_msgs, 1);
     CU_ASSERT(r.lens[0] == 300 && memcmp(r.msgs[0], pay, 300) == 0);
