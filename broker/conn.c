@@ -755,6 +755,16 @@ static int rx_account(struct brk_conn *c, size_t got, int fin)
     return 0;
 }
 
+/* After the script's close() its channel may be full and stay full: it
+ * drains only what it has. Pausing would hide the server's close reply
+ * behind data nobody reads and make every close wait for its timeout, so
+ * whole messages arriving then are dropped instead: 1 when the message that
+ * starts now is one of them. */
+static int drop_starts(const struct brk_conn *c)
+{
+    return !c->rx_midmsg && c->worker_closed && c->undelivered >= c->capacity;
+}
+
 /* Ends the open direct reservation: what it holds becomes a MSG record
  * (more: the message goes on). An empty one that ends nothing is dropped. */
 static void dres_commit(struct brk_conn *c, int more)
@@ -775,9 +785,16 @@ static int dres_open(struct brk_conn *c, const uint8_t *data, size_t len, int bi
     int op, fin;
     uint64_t left = ws_rx_payload_left(c->ws, &op, &fin);
     uint32_t maxp = c->w->link.tx.max_payload;
+    /* A message to drop (drop_starts; a frame header can arrive without
+     * payload, so cb_message may not have seen this message yet) is read
+     * through cb_message, which drops it. */
     if (!c->in_read || c->dres || !left || !brk_conn_outbox_empty(c) || len >= maxp ||
         len + left < DIRECT_MIN || c->w->state == BRK_W_DEAD)
         return 0;
+    if (c->rx_dropping || drop_starts(c)) {
+        c->rx_dropping = 1;
+        return 0;
+    }
     uint64_t want = len + left > maxp ? maxp : len + left;
     void *dst;
     if (shm_tx_reserve(&c->w->link.tx, (uint32_t)want, &dst) != 0) return 0;
@@ -792,13 +809,10 @@ static int dres_open(struct brk_conn *c, const uint8_t *data, size_t len, int bi
 static int cb_message(void *ctx, int opcode, const uint8_t *data, size_t len, int fin)
 {
     struct brk_conn *c = ctx;
-    /* After the script's close() its channel may be full and stay full: it
-     * drains only what it has. Pausing would hide the server's close reply
-     * behind data nobody reads and make every close wait for its timeout, so
-     * whole messages arriving then are dropped instead. */
-    if (!c->rx_midmsg && c->worker_closed && c->undelivered >= c->capacity) c->rx_dropping = 1;
+    if (drop_starts(c)) c->rx_dropping = 1;
     if (c->rx_dropping) {
         if (fin) c->rx_dropping = 0;
+        c->rx_big = 0;
         return 0;
     }
     c->rx_midmsg = !fin;

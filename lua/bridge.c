@@ -162,8 +162,13 @@ static void bridge_log_fatal(struct rt_bridge *b, const char *why)
     if (b->fatal_logged || b->broken == SHM_ESYS || !why) return;
     b->fatal_logged = 1;
     int n = snprintf(line, sizeof line, "worker: broker link failed: %s\n", why);
-    if (n > 0 && (size_t)n < sizeof line)
+    /* broken == -1 is a record this worker could not handle (the ring itself
+     * is fine): the line can still go out. Other codes are ring errors. */
+    int was = b->broken;
+    if (was == -1) b->broken = 0;
+    if (n > 0 && (size_t)n < sizeof line && !b->broken)
         rt_bridge_try_write(b, PROTO_LOG, PROTO_F_STDERR, 0, line, (uint32_t)n, NULL, 0);
+    b->broken = was;
 }
 
 /* Dispatches every available record on L. Returns the number handled, or

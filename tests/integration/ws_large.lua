@@ -144,3 +144,27 @@ test("large binary and text messages echo intact", function()
     end
     c:close()
 end)
+
+-- After the script's close() with a full channel the broker reads on to the
+-- server's close reply and drops whole messages arriving meanwhile; a large
+-- frame being dropped must not be read directly into the worker's ring.
+test("close with a full channel while large frames stream: whole messages only", function()
+    for round = 1, 3 do
+        local c = assert(websocket.connect("@BASE@/blast?n=400&size=70000&type=binary",
+            { channel_capacity = 2 }))
+        time.sleep("50ms") -- the channel fills, reading pauses
+        local t0 = time.now()
+        assert(c:close())
+        local ms = time.now():sub(t0) / time.MILLISECOND
+        assert(ms < 3000, "round " .. round .. ": close took " .. ms .. " ms")
+        local n = 0
+        while true do
+            local m, ok = c:channel():receive()
+            if not ok then break end
+            assert(m.type == "binary" and #m.data == 70000,
+                "round " .. round .. ": a message of " .. #m.data .. " bytes after close")
+            n = n + 1
+        end
+        assert(n >= 1 and n <= 3, "round " .. round .. ": drained " .. n)
+    end
+end)
