@@ -162,13 +162,12 @@ static void bridge_log_fatal(struct rt_bridge *b, const char *why)
     if (b->fatal_logged || b->broken == SHM_ESYS || !why) return;
     b->fatal_logged = 1;
     int n = snprintf(line, sizeof line, "worker: broker link failed: %s\n", why);
-    /* broken == -1 is a record this worker could not handle (the ring itself
-     * is fine): the line can still go out. Other codes are ring errors. */
-    int was = b->broken;
-    if (was == -1) b->broken = 0;
-    if (n > 0 && (size_t)n < sizeof line && !b->broken)
-        rt_bridge_try_write(b, PROTO_LOG, PROTO_F_STDERR, 0, line, (uint32_t)n, NULL, 0);
-    b->broken = was;
+    /* broken == -1 is a record this worker could not handle, with the ring
+     * intact (ring errors are SHM_E* codes, which bridge_write never stores
+     * as -1): the line can still go out, written past bridge_write's check. */
+    if (n > 0 && (size_t)n < sizeof line && (!b->broken || b->broken == -1) &&
+        shm_tx_write(&b->link->tx, PROTO_LOG, PROTO_F_STDERR, 0, line, (uint32_t)n) == 0)
+        shm_tx_publish(&b->link->tx);
 }
 
 /* Dispatches every available record on L. Returns the number handled, or
@@ -422,6 +421,9 @@ int rt_bridge_send_exit(struct rt_bridge *b, int status, const char *msg)
     if (n > max) n = max;
     b->finished = 1;
     b->ws = NULL;
+    /* -1: a record this worker could not handle ended the run; the ring is
+     * intact (see bridge_log_fatal), so the broker still learns how. */
+    if (b->broken == -1) b->broken = 0;
     int r = bridge_write(b, NULL, 1, PROTO_EXIT, 0, 0, &ex, sizeof ex, msg, (uint32_t)n);
     shm_tx_publish(&b->link->tx);
     return r;

@@ -563,32 +563,21 @@ struct rt_ws *rt_ws_new(lua_State *L, struct rt_bridge *b)
 
 #define RX_KEEP_BYTES (1u << 20) /* largest reassembly buffer kept between messages */
 
-/* Pushes {type=, data=} for a message of n bytes at p. [-0, +1] */
+/* Pushes {type=, data=} for a message of n bytes at p. [-0, +1] Only inside
+ * a dispatch: the keys and type names are on the stack there
+ * (rt_ws_dispatch_begin), copied with pushvalue rather than made from C
+ * strings, which Lua would look up in its string cache (hash and strcmp)
+ * three times per message. */
 static void push_message(struct rt_ws *ws, lua_State *L, int binary, const void *p, size_t n)
 {
-    /* The keys and type names come from a table under an integer registry
-     * ref (array lookups) rather than from C strings, which Lua would look
-     * up in its string cache (hash and strcmp) three times per message. */
     int s = ws->strs_idx;
-    if (s) {                      /* inside a dispatch: the strings are on the stack */
-        lua_createtable(L, 0, 2); /* msg */
-        lua_pushvalue(L, s);      /* msg "type" */
-        lua_pushvalue(L, binary ? s + 3 : s + 2);
-        lua_rawset(L, -3);
-        lua_pushvalue(L, s + 1); /* msg "data" */
-        lua_pushlstring(L, p, n);
-        lua_rawset(L, -3);
-        return;
-    }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ws->strs_ref); /* strs */
-    lua_createtable(L, 0, 2);                        /* strs msg */
-    lua_rawgeti(L, -2, 1);
-    lua_rawgeti(L, -3, binary ? 4 : 3);
+    lua_createtable(L, 0, 2); /* msg */
+    lua_pushvalue(L, s);      /* msg "type" */
+    lua_pushvalue(L, binary ? s + 3 : s + 2);
     lua_rawset(L, -3);
-    lua_rawgeti(L, -2, 2);
+    lua_pushvalue(L, s + 1); /* msg "data" */
     lua_pushlstring(L, p, n);
     lua_rawset(L, -3);
-    lua_remove(L, -2); /* msg */
 }
 
 void rt_ws_dispatch_begin(struct rt_ws *ws, lua_State *L)
@@ -769,6 +758,7 @@ static void on_op_error(struct ws_conn *c, const void *p, uint32_t len)
 
 int rt_ws_dispatch(struct rt_ws *ws, lua_State *L, const struct shm_rec *rec, const void *p)
 {
+    if (!ws->strs_idx) return luaL_error(L, "rt_ws_dispatch outside rt_ws_dispatch_begin/end");
     struct ws_conn *c = ws_find(ws, rec->conn);
     if (!c || c->zombie) return 0;
     switch (rec->type) {
@@ -894,14 +884,14 @@ static void send_timer_cb(struct rt *rt, void *ctx)
     wake_all(c);
 }
 
-/* Stack of send while it runs: 1 client, 2 data, 3 type, 4 deadline (ns,
- * 0 = none). */
 /* send_k writes a message in records of at most SEND_PIECE_BYTES, and
  * publishes every piece of at least SEND_PUBLISH_BYTES at once, so that the
  * broker masks and sends one piece while the worker copies the next. */
 #define SEND_PIECE_BYTES   (256u << 10)
 #define SEND_PUBLISH_BYTES (64u << 10)
 
+/* Stack of send while it runs: 1 client, 2 data, 3 type, 4 deadline (ns,
+ * 0 = none). */
 static int send_k(lua_State *L, int status, lua_KContext kctx)
 {
     struct ws_box *box = lua_touserdata(L, 1);

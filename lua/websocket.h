@@ -30,17 +30,17 @@ int rt_open_websocket(lua_State *L);
  * allocation failure. */
 struct rt_ws *rt_ws_new(lua_State *L, struct rt_bridge *b);
 
-/* Handles one broker->worker record of a connection (CONNECTED,
- * CONNECT_FAIL, MSG, TX_CREDIT, PONG, CLOSED, OP_ERROR); wakes tasks and
- * feeds channels on L. May raise a Lua error (memory), so call it in
- * protected mode. Returns 0, or negative for a fatal inconsistency (the run
- * must end). */
-/* Bracket a run of rt_ws_dispatch calls on one stack: begin pushes four
+/* Bracket every run of rt_ws_dispatch calls on one stack: begin pushes four
  * strings the message builder reads (four slots of L, left for the caller);
  * end must run afterwards even when the dispatch raised an error. */
 void rt_ws_dispatch_begin(struct rt_ws *ws, lua_State *L);
 void rt_ws_dispatch_end(struct rt_ws *ws);
 
+/* Handles one broker->worker record of a connection (CONNECTED,
+ * CONNECT_FAIL, MSG, TX_CREDIT, PONG, CLOSED, OP_ERROR); wakes tasks and
+ * feeds channels on L. May raise a Lua error (memory), so call it in
+ * protected mode. Returns 0, or negative for a fatal inconsistency (the run
+ * must end). */
 int rt_ws_dispatch(struct rt_ws *ws, lua_State *L, const struct shm_rec *rec, const void *payload);
 
 /* Writes what is batched: credits of taken messages and CLOSE records

@@ -9,6 +9,8 @@
 #  - the policy action websocket.connect denied (no --allow at all) and the
 #    URL action denied, both PERMISSION_DENIED, not retryable;
 #  - connections still open when the script ends are closed with 1001.
+#  - a message larger than the worker's memory cap ends the run as
+#    "memory cap", with the reason in the output.
 # Servers: the C demo server and Node ws (when installed) for backpressure,
 # the raw server for the close check. Loopback only; every process stops by
 # itself. Prints `N passed, N failed` at the end.
@@ -175,6 +177,30 @@ if [ "$rc" = 0 ] && grep -q "DENY .*websocket.connect.url .* is not allowed" "$t
 else
     cat "$tmp/deny2.log"
     not_ok "URL denial (exit $rc)"
+fi
+
+# ---- a message the worker's memory cap cannot hold: the reason is logged --
+# The worker ends (memory cap hit while handling the record); the line saying
+# why reaches the script's output and the end is classified as the memory
+# cap, not as a crash (both were lost with the link before).
+if [ -n "${PORT_raw:-}" ]; then
+    cat > "$tmp/capped.lua" <<EOF
+local c = assert(websocket.connect("ws://127.0.0.1:$PORT_raw/big?size=12000000",
+    { read_limit = 16 << 20 }))
+c:channel():receive()
+print("NOT REACHED")
+EOF
+    "$BROKER" run --wall 20000 --mem 8M --allow "ws://127.0.0.1:$PORT_raw/*" \
+        "$tmp/capped.lua" > "$tmp/capped.log" 2>&1
+    rc=$?
+    if [ "$rc" != 0 ] && ! grep -q "NOT REACHED" "$tmp/capped.log" &&
+        grep -q "broker link failed: .*(memory cap) while handling a broker record" "$tmp/capped.log" &&
+        grep -q "ended: memory cap" "$tmp/capped.log"; then
+        ok "a message over the worker's memory cap ends the run as 'memory cap', the reason logged"
+    else
+        cat "$tmp/capped.log"
+        not_ok "message over the memory cap (exit $rc)"
+    fi
 fi
 
 # ---- connections open at the end of the script close with 1001 ------------
